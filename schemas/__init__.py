@@ -1,1 +1,31 @@
-"""listcon.schemas"""
+"""listcon.schemas: every persisted or exchanged record as an Arrow schema, with validators
+that name the bad record and column. Plain pyarrow/numpy only."""
+
+from listcon.schemas.candidates import CANDIDATES
+from listcon.schemas.embeddings import (
+    ENCODER_FIELDS,
+    VECTOR_DTYPES,
+    check_finite,
+    embedding_schema,
+    encoder_metadata,
+    vectors_table,
+)
+from listcon.schemas.errors import DataError
+from listcon.schemas.records import CORPUS, QRELS, QUERIES, check_known_ids, check_unique_ids, passage_text
+
+__all__ = [
+    "CANDIDATES",
+    "CORPUS",
+    "DataError",
+    "ENCODER_FIELDS",
+    "QRELS",
+    "QUERIES",
+    "VECTOR_DTYPES",
+    "check_finite",
+    "check_known_ids",
+    "check_unique_ids",
+    "embedding_schema",
+    "encoder_metadata",
+    "passage_text",
+    "vectors_table",
+]

@@ -39,7 +39,7 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *("##" + c for c in letters), ".", ","]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    BertTokenizer(vocab_file=str(directory / "vocab.txt"), model_max_length=128).save_pretrained(directory)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -47,3 +47,31 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     )
     BertModel(config).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One quiet local Ray for the whole test session (ray.init costs ~4.5 s and ~1.3 GB)."""
+    import ray
+
+    from listcon.jobs.runtime import start_ray
+
+    start_ray(num_cpus=2, object_store_mb=256)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def adi_embedded(tmp_path_factory, ray_session):
+    """adi embedded, indexed and retrieved (test split, top-50) with the packaged MiniLM, via the CLI.
+
+    A real encoder, because random tiny models embed every text almost alike (ties everywhere)."""
+    from listcon.jobs.cli import main
+
+    work = tmp_path_factory.mktemp("adi-work")
+    data = str(data_dir("adi"))
+    common = ["--workdir", str(work), "--no-progress"]
+    assert main(["embed", data, *common, "--chunk-rows", "32"]) == 0
+    assert main(["index", *common]) == 0
+    assert main(["retrieve", data, *common, "--split", "test", "--k", "50"]) == 0
+    return work

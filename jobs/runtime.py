@@ -1,0 +1,71 @@
+"""Process setup shared by every job: logging, the resolved config, and Ray."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger("listcon")
+
+QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+             "TOKENIZERS_PARALLELISM": "false"}
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """listcon logs at INFO (DEBUG with -v); Ray Data's and transformers' chatter stays down."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _quiet_loggers()
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _quiet_loggers() -> None:
+    for noisy in ("ray", "ray.data", "ray.train", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def git_sha() -> str | None:
+    """The commit the code runs from, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def log_config(job: str, config: dict) -> None:
+    """Log a job's fully resolved configuration and the git SHA, once, at start."""
+    log.info("%s config (git %s): %s", job, git_sha(), json.dumps(config, sort_keys=True, default=str))
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
+              progress_bars: bool = False) -> None:
+    """Start a quiet local Ray (or attach to ``address``); reuse one already started in-process."""
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                     object_store_memory=object_store_mb * 2**20, **kwargs)
+    _quiet_loggers()  # Ray configures its own loggers on import
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress_bars
+    context.print_on_execution_start = False
+
+
+def gpus_in_cluster() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))

@@ -1,0 +1,37 @@
+"""Evaluation of runs against qrels through ir-measures (trec_eval underneath).
+
+Every query in the qrels counts: a query missing from a run scores 0 on every measure
+instead of silently leaving the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import ir_measures
+import pyarrow as pa
+
+DEFAULT_MEASURES = ("nDCG@10", "AP@1000", "RR@10", "R@100", "R@1000")
+
+
+def qrels_records(qrels: pa.Table) -> list[ir_measures.Qrel]:
+    return [ir_measures.Qrel(q, p, int(r)) for q, p, r in zip(qrels["query_id"].to_pylist(),
+                                                               qrels["passage_id"].to_pylist(),
+                                                               qrels["relevance"].to_pylist())]
+
+
+def per_query(qrels: pa.Table, run: dict[str, dict[str, float]], measures: Iterable[str] = DEFAULT_MEASURES) -> dict[str, dict[str, float]]:
+    """``{measure: {query_id: value}}`` over every query that has a relevant judgment."""
+    parsed = [ir_measures.parse_measure(m) for m in measures]
+    judged = {q for q, r in zip(qrels["query_id"].to_pylist(), qrels["relevance"].to_pylist()) if r > 0}
+    values: dict[str, dict[str, float]] = {str(m): {q: 0.0 for q in judged} for m in parsed}
+    scored = [ir_measures.ScoredDoc(q, p, s) for q, docs in run.items() for p, s in docs.items()]
+    for metric in ir_measures.iter_calc(parsed, qrels_records(qrels), scored):
+        if metric.query_id in judged:
+            values[str(metric.measure)][metric.query_id] = float(metric.value)
+    return values
+
+
+def aggregate(values: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean of each measure over its queries."""
+    return {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in values.items()}

@@ -1,0 +1,139 @@
+"""FAISS index over the passage cache, saved beside it with the table version it covers.
+
+Vectors are stored as the encoder gives them (unnormalised); the index searches by cosine
+over L2-normalised copies unless ``metric='ip'``. Kinds: exact ``flat`` (default), ``ivf``
+and ``hnsw``. On a machine with faiss-gpu and a GPU, flat and IVF indexes search on the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+
+from listcon.pipeline.atomic import swap_dir
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw")
+METRICS = ("cosine", "ip")
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.arrow"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How the index is built and searched (part of the index job's config)."""
+
+    kind: str = "flat"
+    metric: str = "cosine"
+    nlist: int | None = None  # IVF lists; None: about 4 * sqrt(n)
+    nprobe: int = 32  # IVF lists searched
+    hnsw_m: int = 32
+    ef_search: int = 256
+    use_gpu: bool = True  # when faiss-gpu and a GPU are present
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"index kind must be one of {KINDS}, got {self.kind!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a saved index covers: the passages table version, its size, and the spec."""
+
+    table_version: int
+    count: int
+    dim: int
+    spec: dict
+
+
+def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """float32, C-contiguous, L2-normalised for cosine (zero vectors stay zero)."""
+    out = np.ascontiguousarray(vectors, dtype=np.float32).copy()
+    if metric == "cosine":
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+    return out
+
+
+def build(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
+    """Build a CPU index of ``spec.kind`` over ``vectors`` (inner product on prepared vectors)."""
+    x = prepare(vectors, spec.metric)
+    n, dim = x.shape
+    if spec.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif spec.kind == "ivf":
+        nlist = spec.nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(x)
+    else:
+        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.add(x)
+    return index
+
+
+def gpu_count() -> int:
+    """GPUs faiss can use (0 with faiss-cpu)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def for_search(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
+    """Apply search-time parameters; move flat/IVF indexes to GPUs when asked and possible."""
+    if spec.kind == "ivf":
+        faiss.extract_index_ivf(index).nprobe = spec.nprobe
+    if spec.kind == "hnsw":
+        index.hnsw.efSearch = spec.ef_search
+    if spec.use_gpu and spec.kind != "hnsw" and gpu_count() > 0:
+        log.info("searching on %d GPU(s)", gpu_count())
+        index = faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, metric: str, batch: int = 256):
+    """Top-``k`` (scores, positions) for each query, in query batches."""
+    x = prepare(queries, metric)
+    scores = np.empty((len(x), k), dtype=np.float32)
+    positions = np.empty((len(x), k), dtype=np.int64)
+    for start in range(0, len(x), batch):
+        scores[start : start + batch], positions[start : start + batch] = index.search(x[start : start + batch], k)
+    return scores, positions
+
+
+def save(directory: str | Path, index: faiss.Index, ids: list[str], manifest: Manifest) -> None:
+    """Write index + ids + manifest to a temp dir, then swap it into place."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    faiss.write_index(index, str(tmp / INDEX_FILE))
+    feather.write_feather(pa.table({"id": pa.array(ids, pa.string())}), str(tmp / IDS_FILE))
+    (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    swap_dir(tmp, directory)
+
+
+def read_manifest(directory: str | Path) -> Manifest | None:
+    path = Path(directory) / MANIFEST
+    return Manifest(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def load(directory: str | Path) -> tuple[faiss.Index, list[str], Manifest]:
+    """The saved index, its passage ids (by index position) and manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise FileNotFoundError(f"no index at {directory}; run `listcon index` first")
+    index = faiss.read_index(str(directory / INDEX_FILE))
+    ids = feather.read_table(str(directory / IDS_FILE))["id"].to_pylist()
+    return index, ids, manifest

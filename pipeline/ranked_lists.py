@@ -1,0 +1,70 @@
+"""Ranked lists on disk: Lance tables with provenance, and TREC run files.
+
+A ranked-list table carries, in its schema metadata, what it was computed from; a step
+whose inputs have not changed finds the same provenance and leaves the table (and its
+version) alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lance
+import pyarrow as pa
+
+from listcon.pipeline.atomic import write_text
+from listcon.schemas import DataError
+
+PROVENANCE_KEY = b"listcon.provenance"
+
+
+def read_provenance(uri: str) -> dict | None:
+    """The provenance stored with the table at ``uri``, or None if there is no table."""
+    try:
+        schema = lance.dataset(uri).schema
+    except (ValueError, FileNotFoundError, OSError):
+        return None
+    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else None
+
+
+def write_ranked(table: pa.Table, uri: str, provenance: dict) -> int:
+    """Write (or overwrite, as one new version) the ranked list at ``uri``; returns the version."""
+    meta = dict(table.schema.metadata or {})
+    meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True).encode()
+    table = table.replace_schema_metadata(meta)
+    mode = "overwrite" if read_provenance(uri) is not None else "create"
+    return lance.write_dataset(table, uri, mode=mode).version
+
+
+def read_ranked(uri: str) -> pa.Table:
+    try:
+        return lance.dataset(uri).to_table()
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise FileNotFoundError(f"no ranked list at {uri}: {err}") from None
+
+
+def write_trec(table: pa.Table, path: str | Path, tag: str) -> None:
+    """``qid Q0 docid rank score tag`` lines, in table order (atomic)."""
+    lines = [
+        f"{q} Q0 {p} {r} {s!r} {tag}\n"
+        for q, p, r, s in zip(table["query_id"].to_pylist(), table["passage_id"].to_pylist(),
+                              table["rank"].to_pylist(), table["score"].to_pylist())
+    ]
+    write_text(path, "".join(lines))
+
+
+def read_trec(path: str | Path) -> dict[str, dict[str, float]]:
+    """A TREC run as ``{query_id: {passage_id: score}}``."""
+    run: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if len(fields) != 6:
+                raise DataError(str(path), f"expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}", record=f"line {number}")
+            try:
+                run.setdefault(fields[0], {})[fields[2]] = float(fields[4])
+            except ValueError:
+                raise DataError(str(path), f"score {fields[4]!r} is not a number", record=f"line {number}", column="score") from None
+    return run

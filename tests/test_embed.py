@@ -1,0 +1,128 @@
+"""The embed job on Ray: equals the encoder, incremental, refuses other encoders, resumes after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import lance
+import numpy as np
+import pytest
+
+from conftest import data_dir
+from listcon.jobs.cli import main
+from listcon.pipeline.embed import RayOptions, embed_texts
+from listcon.pipeline.embedding_cache import CacheMismatchError, EmbeddingCache
+from listcon.pipeline.encode_batch import EncoderSettings
+from listcon.pipeline.readers import read_corpus
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_cached_vectors_equal_the_encoder_and_reruns_are_incremental(tmp_path, tiny_bert_dir, ray_session):
+    corpus = read_corpus(data_dir("adi"))
+    ids, texts = corpus.table["id"].to_pylist(), corpus.texts()
+    settings = EncoderSettings(model=str(tiny_bert_dir), batch_size=16)
+    uri = str(tmp_path / "passages.lance")
+    first = embed_texts(ids, texts, uri, settings, lambda: RayOptions(chunk_rows=20), progress=False)
+    assert (first.encoded, first.skipped) == (82, 0)
+    cache = EmbeddingCache(uri)
+    expected = settings.load().encode(texts)
+    np.testing.assert_allclose(cache.take(ids), expected, rtol=0, atol=1e-5)
+
+    again = embed_texts(ids, texts, uri, settings, lambda: pytest.fail("Ray must not start for a no-op"), progress=False)
+    assert (again.encoded, again.skipped, again.version) == (0, 82, first.version)
+
+    changed = list(texts)
+    changed[3] = "an edited abstract about the cell"
+    more_ids, more_texts = [*ids[1:], "new-1"], [*changed[1:], "a brand new passage"]
+    third = embed_texts(more_ids, more_texts, uri, settings, lambda: RayOptions(chunk_rows=20), progress=False)
+    assert (third.encoded, third.skipped, third.stale) == (2, 80, 1)
+    cache = EmbeddingCache(uri)
+    np.testing.assert_allclose(cache.take([ids[3], "new-1"]), settings.load().encode([changed[3], "a brand new passage"]), atol=1e-5)
+    pruned = embed_texts(more_ids, more_texts, uri, settings, lambda: RayOptions(), prune=True, progress=False)
+    assert pruned.encoded == 0 and sorted(EmbeddingCache(uri).ids()) == sorted(more_ids)
+
+
+def test_another_encoder_is_refused_unless_rebuilt(tmp_path, tiny_bert_dir, ray_session):
+    ids, texts = ["a", "b", "c"], ["the cell", "a gene", "blood risk"]
+    uri = str(tmp_path / "passages.lance")
+    embed_texts(ids, texts, uri, EncoderSettings(model=str(tiny_bert_dir)), progress=False)
+    version = EmbeddingCache(uri).version
+    other = EncoderSettings(model=str(tiny_bert_dir), pooling="cls")
+    with pytest.raises(CacheMismatchError, match="pooling: cache has 'mean', asked for 'cls'.*--rebuild"):
+        embed_texts(ids, texts, uri, other, progress=False)
+    assert EmbeddingCache(uri).version == version
+    report = embed_texts(ids, texts, uri, other, rebuild=True, progress=False)
+    cache = EmbeddingCache(uri)
+    assert report.encoded == 3 and cache.metadata["pooling"] == "cls"
+    np.testing.assert_allclose(cache.take(ids), other.load().encode(texts), atol=1e-5)
+    assert not (tmp_path / "passages.lance.rebuild").exists()
+
+
+def test_bad_corpus_writes_nothing(tmp_path, tiny_bert_dir):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n')
+    assert main(["embed", str(corpus), "--workdir", str(tmp_path / "w"), "--model", str(tiny_bert_dir)]) == 2
+    assert not (tmp_path / "w" / "passages.lance").exists()
+
+
+def table_state(uri: str) -> dict[str, np.ndarray]:
+    table = lance.dataset(uri).to_table()
+    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False))
+    return dict(zip(table["id"].to_pylist(), vectors))
+
+
+def test_a_killed_embed_job_resumes_to_the_uninterrupted_table(tmp_path, tiny_bert_dir, ray_session):
+    data = data_dir("medline")
+    args = ["embed", str(data), "--model", str(tiny_bert_dir), "--chunk-rows", "16", "--batch-size", "4", "--no-progress"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "listcon.jobs.cli", *args, "--workdir", str(killed)],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = str(killed / "passages.lance")
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if lance.dataset(uri).version >= 3:  # a few chunks committed, more to come
+                    break
+            except (ValueError, OSError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the job ended before it could be killed mid-way"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = table_state(uri)
+    assert 0 < len(partial) < 1033
+
+    assert main([*args, "--workdir", str(killed)]) == 0
+    resumed = table_state(uri)
+    reference_dir = tmp_path / "reference"
+    assert main([*args, "--workdir", str(reference_dir)]) == 0
+    reference = table_state(str(reference_dir / "passages.lance"))
+    assert len(resumed) == len(reference) == 1033 and resumed.keys() == reference.keys()
+    assert lance.dataset(uri).count_rows() == 1033  # no duplicated rows
+    worst = max(float(np.abs(resumed[k] - reference[k]).max()) for k in reference)
+    assert worst <= 1e-6, worst
+    for k, v in partial.items():  # committed rows were kept, not re-encoded differently
+        np.testing.assert_array_equal(resumed[k], v)
+
+
+@pytest.mark.parametrize("name", ["adi"])
+def test_packaged_minilm_vectors_in_the_table_equal_the_encoder(tmp_path, ray_session, name):
+    corpus = read_corpus(data_dir(name))
+    ids, texts = corpus.table["id"].to_pylist(), corpus.texts()
+    settings = EncoderSettings()
+    uri = str(tmp_path / "passages.lance")
+    embed_texts(ids, texts, uri, settings, progress=False)
+    cached = EmbeddingCache(uri)
+    assert json.loads(json.dumps(cached.metadata))["dim"] == 384
+    assert (cosine(cached.take(ids), settings.load().encode(texts)) >= 0.9999).all()
