@@ -1,35 +1,37 @@
-"""`listcon evaluate`: every run of a split against its qrels; metrics.json + report.md."""
+"""`listcon evaluate`: every run of a split against its qrels, side by side, with a paired
+significance test against the first stage, as report.md + metrics.json + PNG plots."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from listcon.jobs.runtime import log_config
-from listcon.pipeline.atomic import write_text
-from listcon.pipeline.evaluate import DEFAULT_MEASURES, aggregate, per_query
-from listcon.pipeline.ranked_lists import read_trec
+from listcon.pipeline.evaluate import DEFAULT_MEASURES, per_query
+from listcon.pipeline.ranked_lists import read_provenance, read_trec
 from listcon.pipeline.readers import read_qrels
+from listcon.pipeline.report import write_report
 from listcon.pipeline.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
+BASELINE = "first_stage"
+MAIN_RUN = "listcon"
 
-def run_evaluate(data: str, workdir: Workdir, split: str, measures: tuple[str, ...] = DEFAULT_MEASURES) -> dict:
-    """Returns ``{run name: {measure: mean}}`` and writes the report under W/reports/<split>/."""
-    log_config("evaluate", {"data": data, "workdir": str(workdir.root), "split": split, "measures": measures})
+
+def run_evaluate(data: str, workdir: Workdir, split: str, measures: tuple[str, ...] = DEFAULT_MEASURES,
+                 baseline: str = BASELINE) -> dict:
+    """Returns the summary ``{run: {measure: {mean, delta, p_vs_baseline}}}``."""
+    log_config("evaluate", {"data": data, "workdir": str(workdir.root), "split": split, "measures": measures,
+                            "baseline": baseline})
     runs = workdir.runs(split)
     if not runs:
         raise FileNotFoundError(f"no runs for split {split!r} under {workdir.root / 'runs'}; run `listcon retrieve` first")
     qrels = read_qrels(data, split)
-    results = {}
-    for path in runs:
-        name = path.name[len(split) + 1 : -len(".trec")]
-        results[name] = aggregate(per_query(qrels, read_trec(path), measures))
-    out = workdir.reports(split)
-    write_text(out / "metrics.json", json.dumps({"split": split, "data": data, "runs": results}, indent=2) + "\n")
-    header = "| run | " + " | ".join(measures) + " |\n|---|" + "---|" * len(measures) + "\n"
-    rows = "".join(f"| {name} | " + " | ".join(f"{m[x]:.4f}" for x in measures) + " |\n" for name, m in results.items())
-    write_text(out / "report.md", f"# {split}\n\n{header}{rows}")
-    log.info("evaluate %s:\n%s%s", split, header, rows)
-    return results
+    per_run = {path.name[len(split) + 1 : -len(".trec")]: per_query(qrels, read_trec(path), measures) for path in runs}
+    candidates = read_provenance(workdir.candidates(split)) or {}
+    full_depth = {MAIN_RUN: candidates["k"]} if "k" in candidates else {}
+    summary = write_report(workdir.reports(split), f"{split}: retrieval and reranking", per_run, list(measures),
+                           baseline if baseline in per_run else None, MAIN_RUN, full_depth, {"data": data, "split": split})
+    for run, metrics in summary.items():
+        log.info("evaluate %s %-24s %s", split, run, "  ".join(f"{m}={v['mean']:.4f}" for m, v in metrics.items()))
+    return summary

@@ -47,6 +47,9 @@ class ListConRankerConfig:
     attention: str = "list"
     features: str = "fused"
     layer_norm_eps: float = 1e-5
+    # Not in the paper: score = sigmoid(a * cos(h_q, h_i) + b * head_logit) with a, b learned and
+    # initialised (a=10, b=0) so the untrained head ranks exactly like the first stage.
+    first_stage_prior: bool = False
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
@@ -130,6 +133,8 @@ class ListConRanker(nn.Module):
             self.score_list = nn.Linear(2 * w, w)  # W3
         branches = 2 if config.features == "fused" else 1
         self.score_out = nn.Linear(branches * w, 1)  # W1
+        if config.first_stage_prior:
+            self.prior = nn.Parameter(torch.tensor([10.0, 0.0]))  # a (cosine), b (head logit)
 
     def logits(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid scores ``[B, N]``; padded entries are 0 and carry no meaning."""
@@ -149,7 +154,13 @@ class ListConRanker(nn.Module):
                 z = layer(z, allow)
             z_q, z_p = z[:, :1], z[:, 1:]
             branches.append(F.relu(self.score_list(torch.cat([z_q.expand_as(z_p), z_p], dim=-1))))
-        out = self.score_out(torch.cat(branches, dim=-1)).squeeze(-1)
+        # W1 as multiply-and-sum, not a [.,2W]x[2W,1] GEMM: BLAS picks its path for one output column
+        # by the row count, which made a query's scores depend (by ulps) on what it was batched with.
+        fused = torch.cat(branches, dim=-1)
+        out = (fused * self.score_out.weight[0]).sum(dim=-1) + self.score_out.bias[0]
+        if self.config.first_stage_prior:
+            cosine = F.cosine_similarity(query[:, None, :], passages, dim=-1)
+            out = self.prior[0] * cosine + self.prior[1] * out
         return out.masked_fill(~mask.bool(), 0.0)
 
     def forward(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
@@ -89,10 +90,16 @@ def embed_texts(
         schema = embedding_schema(encoder.dim, settings.dtype, {k: v for k, v in expected.items() if k not in ("dim", "dtype")})
         todo.sort(key=lambda i: -len(texts[i]))  # similar lengths share batches: less padding
         work = pa.table({"id": [ids[i] for i in todo], "text": [texts[i] for i in todo], "content_hash": [hashes[i] for i in todo]})
+        options = connect()
+        pending: list[dict] = []
         with tqdm(total=len(todo), desc=f"embed {what}", unit="text", disable=not progress) as bar:
-            for batch in _encode_stream(work, settings, connect()):
-                cache.upsert(vectors_table(list(batch["id"]), list(batch["content_hash"]), batch["vector"], schema))
+            for batch in _encode_stream(work, settings, options):
+                pending.append(batch)
                 bar.update(len(batch["id"]))
+                if sum(len(b["id"]) for b in pending) >= options.chunk_rows:
+                    cache.upsert(_chunk_table(pending, schema))
+                    pending = []
+            cache.upsert(_chunk_table(pending, schema))
         if len(cache.dataset.get_fragments()) > COMPACT_ABOVE_FRAGMENTS:
             cache.compact()
     if prune and stale:
@@ -103,8 +110,16 @@ def embed_texts(
     return EmbedReport(len(todo), len(ids) - len(todo), 0 if prune else len(stale), version, time.perf_counter() - start)
 
 
+def _chunk_table(batches: list[dict], schema: pa.Schema) -> pa.Table:
+    """One Lance commit's worth of encoder output batches."""
+    if not batches:
+        return schema.empty_table()
+    return vectors_table([i for b in batches for i in b["id"]], [h for b in batches for h in b["content_hash"]],
+                         np.concatenate([b["vector"] for b in batches]), schema)
+
+
 def _encode_stream(work: pa.Table, settings: EncoderSettings, options: RayOptions):
-    """Yield numpy batches of ``chunk_rows`` encoded rows from an actor pool of encoders."""
+    """Yield the encoder actors' output batches (numpy dicts) as they complete."""
     import ray
 
     blocks = [work.slice(i, options.chunk_rows) for i in range(0, work.num_rows, options.chunk_rows)]
@@ -118,4 +133,4 @@ def _encode_stream(work: pa.Table, settings: EncoderSettings, options: RayOption
         num_cpus=cpus,
         num_gpus=options.gpus_per_actor or None,
     )
-    yield from dataset.iter_batches(batch_size=options.chunk_rows, batch_format="numpy")
+    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")

@@ -35,3 +35,16 @@ def per_query(qrels: pa.Table, run: dict[str, dict[str, float]], measures: Itera
 def aggregate(values: dict[str, dict[str, float]]) -> dict[str, float]:
     """Mean of each measure over its queries."""
     return {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in values.items()}
+
+
+def paired_test(values: dict[str, float], baseline: dict[str, float]) -> float:
+    """Two-sided paired t-test p-value over the queries both cover (scipy); 1.0 when undefined."""
+    from scipy.stats import ttest_rel
+
+    queries = sorted(values.keys() & baseline.keys())
+    a = [values[q] for q in queries]
+    b = [baseline[q] for q in queries]
+    if len(queries) < 2 or a == b:
+        return 1.0
+    p = float(ttest_rel(a, b).pvalue)
+    return p if p == p else 1.0  # NaN when every difference is equal

@@ -36,6 +36,9 @@ class Workdir:
     def rankings(self, split: str) -> str:
         return self._lance(f"rankings/{split}.lance")
 
+    def training(self, split: str) -> str:
+        return self._lance(f"training/{split}.lance")
+
     def run(self, split: str, name: str) -> Path:
         return self.root / "runs" / f"{split}.{name}.trec"
 

@@ -1,7 +1,7 @@
 """listcon.schemas: every persisted or exchanged record as an Arrow schema, with validators
 that name the bad record and column. Plain pyarrow/numpy only."""
 
-from listcon.schemas.candidates import CANDIDATES
+from listcon.schemas.candidates import CANDIDATES, RANKINGS, TRAINING_LISTS
 from listcon.schemas.embeddings import (
     ENCODER_FIELDS,
     VECTOR_DTYPES,
@@ -20,6 +20,8 @@ __all__ = [
     "ENCODER_FIELDS",
     "QRELS",
     "QUERIES",
+    "RANKINGS",
+    "TRAINING_LISTS",
     "VECTOR_DTYPES",
     "check_finite",
     "check_known_ids",

@@ -199,3 +199,16 @@ def test_from_released_refuses_pickled_objects(tmp_path):
     torch.save({"weights": nn.Linear(2, 2)}, tmp_path / "list_transformer.pt")
     with pytest.raises(CheckpointError, match="weights-only"):
         ListConRanker.from_released(tmp_path / "list_transformer.pt")
+
+
+def test_first_stage_prior_ranks_like_cosine_until_trained():
+    model = tiny(first_stage_prior=True)
+    q, p, mask = batch(b=2, lengths=(30, 30))
+    with torch.no_grad():
+        got = model(q, p, mask)
+        cosine = F.cosine_similarity(q[:, None, :], p, dim=-1)
+        assert torch.equal(torch.argsort(got, dim=1, descending=True), torch.argsort(cosine, dim=1, descending=True))
+        torch.testing.assert_close(got, torch.sigmoid(10 * cosine), rtol=0, atol=1e-12)
+        model.prior[1] = 1.0  # once b moves, the listwise head changes the scores
+        assert not torch.allclose(model(q, p, mask), got)
+    assert "prior" not in tiny().state_dict()

@@ -1,0 +1,136 @@
+"""The evaluation report: metrics side by side, paired significance vs a baseline, plots.
+
+Writes ``metrics.json``, ``report.md`` and PNG plots (metric per run, metric vs number of
+candidates reranked, per-query delta histogram) into one directory, atomically per file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from listcon.pipeline.atomic import write_text  # noqa: E402
+from listcon.pipeline.evaluate import aggregate, paired_test  # noqa: E402
+
+DEPTH_RUN = re.compile(r"^(?P<base>.+)-top(?P<depth>\d+)$")
+SIGNIFICANCE = 0.05
+
+
+def summarize(per_run: dict[str, dict[str, dict[str, float]]], baseline: str | None) -> dict:
+    """``{run: {measure: {mean, p_vs_baseline, delta}}}`` plus the query count."""
+    out: dict = {}
+    base = per_run.get(baseline) if baseline else None
+    for run, values in per_run.items():
+        means = aggregate(values)
+        out[run] = {}
+        for measure, mean in means.items():
+            entry = {"mean": mean}
+            if base is not None and run != baseline:
+                entry["delta"] = mean - aggregate({measure: base[measure]})[measure]
+                entry["p_vs_baseline"] = paired_test(values[measure], base[measure])
+            out[run][measure] = entry
+    return out
+
+
+def markdown(title: str, summary: dict, measures: list[str], baseline: str | None, queries: int, plots: list[str]) -> str:
+    lines = [f"# {title}", "", f"{queries} judged queries (a query missing from a run counts as 0)."]
+    if baseline:
+        lines.append(f"Paired t-test against `{baseline}`; `*` marks p < {SIGNIFICANCE}.")
+    lines += ["", "| run | " + " | ".join(measures) + " |", "|---|" + "---:|" * len(measures)]
+    for run, metrics in summary.items():
+        cells = []
+        for m in measures:
+            entry = metrics[m]
+            cell = f"{entry['mean']:.4f}"
+            if "p_vs_baseline" in entry:
+                star = "*" if entry["p_vs_baseline"] < SIGNIFICANCE else ""
+                cell += f" ({entry['delta']:+.4f}{star}, p={entry['p_vs_baseline']:.3g})"
+            cells.append(cell)
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot_metric_per_run(path: Path, summary: dict, measure: str) -> None:
+    runs = list(summary)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs)), 3.5))
+    ax.bar(runs, [summary[r][measure]["mean"] for r in runs], color="#4c72b0")
+    ax.set_ylabel(measure)
+    ax.set_title(f"{measure} per run")
+    ax.tick_params(axis="x", rotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_metric_vs_depth(path: Path, summary: dict, measure: str, baseline: str | None, full_depth: dict[str, int]) -> bool:
+    """Runs named ``<base>-top<N>`` (and ``<base>`` at its full depth) as lines; False if none."""
+    series: dict[str, dict[int, float]] = {}
+    for run, metrics in summary.items():
+        match = DEPTH_RUN.match(run)
+        if match:
+            series.setdefault(match["base"], {})[int(match["depth"])] = metrics[measure]["mean"]
+    for base, depth in full_depth.items():
+        if base in series and base in summary:
+            series[base][depth] = summary[base][measure]["mean"]
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for base, points in series.items():
+        depths = sorted(points)
+        ax.plot(depths, [points[d] for d in depths], marker="o", label=base)
+    if baseline and baseline in summary:
+        ax.axhline(summary[baseline][measure]["mean"], color="grey", linestyle="--", label=baseline)
+    ax.set_xscale("log")
+    ax.set_xlabel("candidates reranked per query")
+    ax.set_ylabel(measure)
+    ax.set_title(f"{measure} vs reranking depth")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_delta_histogram(path: Path, per_run: dict, run: str, baseline: str, measure: str) -> None:
+    values, base = per_run[run][measure], per_run[baseline][measure]
+    deltas = [values[q] - base[q] for q in sorted(values.keys() & base.keys())]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.hist(deltas, bins=30, color="#55a868")
+    ax.axvline(0, color="black", linewidth=0.8)
+    better, worse = sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
+    ax.set_title(f"{run} - {baseline}: {measure} per query ({better} better, {worse} worse)")
+    ax.set_xlabel(f"delta {measure}")
+    ax.set_ylabel("queries")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(directory: str | Path, title: str, per_run: dict, measures: list[str], baseline: str | None,
+                 main_run: str | None, full_depth: dict[str, int], extra: dict | None = None) -> dict:
+    """Write metrics.json, report.md and the plots; returns the summary."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = summarize(per_run, baseline)
+    queries = len(next(iter(next(iter(per_run.values())).values()))) if per_run else 0
+    headline = measures[0]
+    plots = [directory / "metric_per_run.png"]
+    plot_metric_per_run(plots[0], summary, headline)
+    if plot_metric_vs_depth(directory / "metric_vs_depth.png", summary, headline, baseline, full_depth):
+        plots.append(directory / "metric_vs_depth.png")
+    if baseline and main_run and main_run in per_run and baseline in per_run:
+        plots.append(directory / "delta_histogram.png")
+        plot_delta_histogram(plots[-1], per_run, main_run, baseline, headline)
+    payload = {"title": title, "queries": queries, "baseline": baseline, "runs": summary, **(extra or {})}
+    write_text(directory / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    write_text(directory / "report.md", markdown(title, summary, measures, baseline, queries, [str(p) for p in plots]))
+    return summary

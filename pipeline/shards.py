@@ -1,0 +1,48 @@
+"""Per-shard results of a long job, so a killed run resumes where it stopped.
+
+Each finished shard is one Parquet file, written to a temp name and renamed, under a
+directory keyed by the run's provenance: a rerun with the same inputs reuses finished
+shards; a rerun with other inputs starts a fresh directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class ShardStore:
+    """Finished shards of one job, keyed by ``provenance``, under ``root``."""
+
+    def __init__(self, root: str | Path, provenance: dict) -> None:
+        key = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:16]
+        self.directory = Path(root) / key
+        for stale in Path(root).glob("*") if Path(root).is_dir() else []:
+            if stale != self.directory:
+                shutil.rmtree(stale, ignore_errors=True)  # shards of other inputs are useless now
+
+    def path(self, shard: int) -> Path:
+        return self.directory / f"shard-{shard:06d}.parquet"
+
+    def done(self, shard: int) -> bool:
+        return self.path(shard).is_file()
+
+    def write(self, shard: int, table: pa.Table) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(shard).with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path(shard))
+
+    def read(self, shards: int, schema: pa.Schema) -> pa.Table:
+        """All shards, in shard order."""
+        parts = [pq.read_table(self.path(i)).cast(schema) for i in range(shards)]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory.parent, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""The mine/train jobs through Ray Train, and `listcon run` end to end (rerun = no-op)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import lance
+import pytest
+
+from conftest import data_dir
+from listcon.jobs.cli import main
+from listcon.model import ListConRanker
+from listcon.pipeline.workdir import Workdir
+
+
+@pytest.fixture(scope="module")
+def adi_work(adi_embedded, tmp_path_factory):
+    """A private copy of the embedded adi workdir (these tests add tables to it)."""
+    work = tmp_path_factory.mktemp("adi-jobs") / "w"
+    shutil.copytree(adi_embedded, work)
+    return work
+
+
+def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_path, caplog):
+    data = str(data_dir("adi"))
+    common = ["--workdir", str(adi_work), "--split", "test"]
+    assert main(["mine", data, *common, "--holdout-fraction", "0.3"]) == 0
+    out = tmp_path / "head"
+    args = ["train", data, *common, "--out", str(out), "--epochs", "2", "--first-stage-prior", "--num-workers", "2"]
+    assert main(args) == 0
+    result = json.loads((out / "train_result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert ListConRanker.from_pretrained(out).config.first_stage_prior
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "already holds this training's result" in caplog.text
+
+
+CONFIG = """
+data = "{data}"
+workdir = "{work}"
+split = "test"
+
+[retrieve]
+k = 50
+
+[train]
+split = "test"
+k = 50
+out = "{work}/head"
+
+[train.mining]
+holdout_fraction = 0.3
+
+[train.settings]
+epochs = 2
+head = {{ first_stage_prior = true, hidden_size = 64, num_heads = 4, ffn_size = 128 }}
+
+[rerank]
+depths = [20]
+untrained_baseline = true
+"""
+
+
+def test_run_config_end_to_end_then_a_rerun_changes_nothing(adi_work, ray_session, tmp_path, caplog):
+    config = tmp_path / "adi.toml"
+    config.write_text(CONFIG.format(data=data_dir("adi"), work=adi_work))
+    assert main(["run", str(config)]) == 0
+    work = Workdir(adi_work)
+    metrics = json.loads((work.reports("test") / "metrics.json").read_text())
+    assert set(metrics["runs"]) == {"first_stage", "listcon", "listcon-top20", "untrained"}
+    tables = [work.passages, work.queries, work.candidates("test"), work.rankings("test"), work.training("test")]
+    versions = [lance.dataset(t).version for t in tables]
+    with caplog.at_level(logging.INFO):
+        assert main(["run", str(config)]) == 0
+    assert [lance.dataset(t).version for t in tables] == versions
+    assert "nothing to do" in caplog.text and "to encode" in caplog.text
+
+
+def test_a_bad_config_is_a_clear_error(tmp_path, caplog):
+    config = tmp_path / "bad.toml"
+    config.write_text('data = "x"\nworkdir = "w"\n[rerank]\ntheta = 20\nbogus = 1\n')
+    with caplog.at_level(logging.ERROR):
+        assert main(["run", str(config)]) == 2
+    config.write_text('workdir = "w"\n')
+    with caplog.at_level(logging.ERROR):
+        assert main(["run", str(config)]) == 2
+    assert "must name `data`" in caplog.text
+
+
+def test_download_without_a_network_says_what_to_do(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        code = main(["data", "download", "scifact", "--to", str(tmp_path)])
+    if code == 0:
+        pytest.skip("this machine reaches the BEIR mirror")
+    assert "could not download" in caplog.text and "copy a BEIR directory" in caplog.text
