@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--features", choices=("fused", "list", "original"), default="fused")
     train.add_argument("--first-stage-prior", action="store_true",
                        help="score = sigmoid(a*cos + b*head): starts ranking like the first stage (not in the paper)")
+    train.add_argument("--init", help="start from this head checkpoint (e.g. stage 2 from the stage-1 head)")
     train.add_argument("--extra", action="append", default=[], metavar="NAME=DATA@WORKDIR",
                        help="another labelled collection to train on (its test qrels), mined in its own workdir")
     train.add_argument("--num-workers", type=int, default=0, help="Ray Train workers (0: train in-process)")
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = TrainSettings(stage=args.stage, loss=args.loss, gamma=args.gamma, margin=args.margin, lr=args.lr,
                                      encoder_lr=args.encoder_lr, epochs=args.epochs, batch_size=args.batch_size,
                                      grad_accum=args.grad_accum, max_steps_per_epoch=args.max_steps_per_epoch,
-                                     patience=args.patience, val_depth=args.val_depth, seed=args.seed, head=head)
+                                     patience=args.patience, val_depth=args.val_depth, seed=args.seed, head=head,
+                                     init=args.init)
             run_train(Source("", args.data, str(workdir.root), args.split), str(args.out), settings,
                       extras=[_extra_source(e, "test") for e in args.extra], num_workers=args.num_workers,
                       use_gpu=args.use_gpu, ray_address=args.ray_address)

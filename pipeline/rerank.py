@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class Reranker:
             raise ValueError(f"precision {precision} is for CUDA; on CPU use fp32 (bf16 is pathologically slow there)")
         self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.skipped_missing = 0
+        self.seconds = {"take": 0.0, "model": 0.0}  # where the time goes (bench, logs)
 
     def score(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The head's probabilities (the ``score_fn`` of iterative inference)."""
@@ -103,8 +105,10 @@ class Reranker:
             known = set(np.asarray(flat, dtype=object)[positions >= 0])
             lists = [(q, [p for p in c if p in known]) for q, c in lists]
             flat = [p for _, c in lists for p in c]
+        started = time.perf_counter()
         vectors = self.passages.take(flat)
         query_vectors = self.queries.take([q for q, _ in lists])
+        self.seconds["take"] += time.perf_counter() - started
         lengths = [len(c) for _, c in lists]
         n = max(lengths, default=0)
         if n == 0:
@@ -114,20 +118,28 @@ class Reranker:
         for i, length in enumerate(lengths):
             padded[i, :length] = vectors[offsets[i] : offsets[i + 1]]
         mask = torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+        started = time.perf_counter()
         with torch.inference_mode():
             order, scores, rounds = iterative_rerank(
                 self.score, torch.tensor(query_vectors, device=self.device), torch.from_numpy(padded).to(self.device),
                 mask.to(self.device), self.settings.theta, self.settings.beta, self.settings.min_drop, return_rounds=True)
-        order, scores, rounds = order.cpu().numpy(), scores.cpu().numpy(), rounds.cpu().numpy()
-        qid, pid, rank, score, rnd = [], [], [], [], []
-        for i, ((query, candidates), length) in enumerate(zip(lists, lengths)):
-            qid += [query] * length
-            pid += [candidates[j] for j in order[i, :length]]
-            rank.append(np.arange(1, length + 1, dtype=np.int32))
-            score.append(scores[i, :length])
-            rnd.append(rounds[i, :length].astype(np.int32))
-        return pa.table({"query_id": qid, "passage_id": pid, "rank": np.concatenate(rank), "score": np.concatenate(score),
-                         "round": np.concatenate(rnd)}, schema=RANKINGS)
+        self.seconds["model"] += time.perf_counter() - started
+        return rankings_table(lists, order, scores, rounds)
+
+
+def rankings_table(lists: list[tuple[str, list[str]]], order: torch.Tensor, scores: torch.Tensor, rounds: torch.Tensor) -> pa.Table:
+    """Rankings rows from iterative inference's output for ``lists`` (query, candidates)."""
+    order, scores, rounds = order.cpu().numpy(), scores.cpu().numpy(), rounds.cpu().numpy()
+    lengths = [len(c) for _, c in lists]
+    qid, pid, rank, score, rnd = [], [], [], [], []
+    for i, ((query, candidates), length) in enumerate(zip(lists, lengths)):
+        qid += [query] * length
+        pid += [candidates[j] for j in order[i, :length]]
+        rank.append(np.arange(1, length + 1, dtype=np.int32))
+        score.append(scores[i, :length])
+        rnd.append(rounds[i, :length].astype(np.int32))
+    return pa.table({"query_id": qid, "passage_id": pid, "rank": np.concatenate(rank), "score": np.concatenate(score),
+                     "round": np.concatenate(rnd)}, schema=RANKINGS)
 
 
 def candidate_lists(candidates: pa.Table, query_ids: list[str]) -> list[tuple[str, list[str]]]:

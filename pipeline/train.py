@@ -63,6 +63,7 @@ class TrainSettings:
     seed: int = 0
     mixed_precision: bool = True  # bf16 autocast on CUDA; never on CPU
     head: dict = field(default_factory=dict)  # ListConRankerConfig fields (embed_dim comes from the data)
+    init: str | None = None  # start from this head checkpoint (stage 2 from stage 1); its config wins over `head`
 
     def __post_init__(self) -> None:
         if self.stage not in STAGE_MARGINS:
@@ -226,7 +227,7 @@ def fit(lists: Lists, validation: Validation | None, features, settings: TrainSe
     out_dir, device = Path(out_dir), torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     torch.manual_seed(settings.seed)
-    head = ListConRanker(head_config(settings, features.dim))
+    head = ListConRanker.from_pretrained(settings.init).train() if settings.init else ListConRanker(head_config(settings, features.dim))
     module: nn.Module = head if settings.stage == 1 else EndToEnd(head, features.encoder)
     module.to(device)
     groups = [{"params": list(head.parameters()), "lr": settings.lr}]
@@ -270,11 +271,12 @@ def fit(lists: Lists, validation: Validation | None, features, settings: TrainSe
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
             examples += len(batch)
-        busy += time.perf_counter() - started
+        trained_for = time.perf_counter() - started
+        busy += trained_for
         module.eval()  # the encoder too, in stage 2: no dropout while validating
         metric = validate(head, features, validation, settings, device) if validation and validation.lists else -total
         record = {"epoch": epoch + 1, "loss": total / max(len(batches), 1), "val_ndcg@10": metric, "steps": steps,
-                  "seconds": time.perf_counter() - started}
+                  "train_seconds": trained_for, "seconds": time.perf_counter() - started}
         state["history"].append(record)
         if metric > state["best_metric"]:
             state.update(best_metric=metric, best_epoch=epoch + 1, bad_epochs=0)
