@@ -22,13 +22,14 @@ def run_index(workdir: Workdir, spec: IndexSpec) -> Manifest:
     cache = EmbeddingCache(workdir.passages)
     current = faiss_index.read_manifest(workdir.index)
     wanted = {k: v for k, v in asdict(spec).items() if k in BUILD_FIELDS}
-    if current and current.table_version == cache.version and {k: current.spec.get(k) for k in BUILD_FIELDS} == wanted:
+    if current and current.covers(cache.version, cache.metadata) and {k: current.spec.get(k) for k in BUILD_FIELDS} == wanted:
         log.info("index: up to date with passages version %d (%d vectors); nothing to do", current.table_version, current.count)
         return current
     start = time.perf_counter()
     ids, vectors = cache.read_all()
     index = faiss_index.build(vectors, spec)
-    manifest = Manifest(table_version=cache.version, count=len(ids), dim=int(vectors.shape[1]), spec=asdict(spec))
+    manifest = Manifest(table_version=cache.version, count=len(ids), dim=int(vectors.shape[1]), spec=asdict(spec),
+                        encoder=cache.metadata)
     faiss_index.save(workdir.index, index, ids, manifest)
     log.info("index: %s over %d vectors (passages version %d) in %.1fs", spec.kind, len(ids), cache.version,
              time.perf_counter() - start)

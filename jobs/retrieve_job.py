@@ -30,9 +30,9 @@ def run_retrieve(data: str, workdir: Workdir, split: str, settings: EncoderSetti
     queries, _ = judged_queries(data, split, set(corpus.table["id"].to_pylist()))
     passages = EmbeddingCache(workdir.passages)
     index, passage_ids, manifest = faiss_index.load(workdir.index)
-    if manifest.table_version != passages.version:
+    if not manifest.covers(passages.version, passages.metadata):
         raise RuntimeError(f"the index at {workdir.index} covers passages version {manifest.table_version}, "
-                           f"but the cache is at version {passages.version}; run `listcon index` first")
+                           f"but the cache is at version {passages.version} (or was rebuilt); run `listcon index` first")
     # search-time options may change; how the index was built may not
     spec = IndexSpec(**{**manifest.spec, **{f: getattr(spec, f) for f in ("nprobe", "ef_search", "use_gpu")}})
     log_config("retrieve", {"data": data, "workdir": str(workdir.root), "split": split, "k": k,
@@ -49,6 +49,7 @@ def run_retrieve(data: str, workdir: Workdir, split: str, settings: EncoderSetti
 
     k = clamp_k(k, manifest.count)
     provenance = {"split": split, "k": k, "passages_version": passages.version, "queries_version": query_cache.version,
+                  "encoder": passages.metadata["fingerprint"],
                   "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"},
                   "queries": len(query_ids)}
     uri, run_path = workdir.candidates(split), workdir.run(split, FIRST_STAGE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -116,6 +117,12 @@ def run_train(main: Source, out: str, settings: TrainSettings = TrainSettings(),
         log.info("train: %s already holds this training's result; nothing to do", out)
         return json.loads(result_path.read_text())
     Path(out).mkdir(parents=True, exist_ok=True)
+    marker = Path(out) / "checkpoints" / "provenance.json"
+    if marker.is_file() and json.loads(marker.read_text()) != provenance:
+        log.warning("train: %s holds checkpoints of another configuration; starting over", out)
+        shutil.rmtree(marker.parent)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_text(marker, json.dumps(provenance, indent=2) + "\n")
     if num_workers == 0:
         lists, validation, features = load_training(main, extras, settings)
         result = asdict(fit(lists, validation, features, settings, out))

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import faiss
@@ -51,12 +51,17 @@ class IndexSpec:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a saved index covers: the passages table version, its size, and the spec."""
+    """What a saved index covers: the passages table (version + encoder, since a rebuilt
+    table restarts its version count), its size, and the spec."""
 
     table_version: int
     count: int
     dim: int
     spec: dict
+    encoder: dict = field(default_factory=dict)
+
+    def covers(self, table_version: int | None, encoder: dict) -> bool:
+        return self.table_version == table_version and self.encoder == encoder
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:

@@ -36,6 +36,11 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
     with caplog.at_level(logging.INFO):
         assert main(args) == 0
     assert "already holds this training's result" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # other settings: the old checkpoints must not be resumed
+        assert main([*args[:-2], "--num-workers", "0", "--lr", "0.01"]) == 0
+    assert "checkpoints of another configuration; starting over" in caplog.text
+    assert json.loads((out / "train_result.json").read_text())["provenance"]["settings"]["lr"] == 0.01
 
 
 CONFIG = """

@@ -127,3 +127,10 @@ def test_evaluate_job_writes_the_report(adi_embedded):
     assert main(["evaluate", str(data_dir("adi")), "--workdir", str(adi_embedded), "--split", "test"]) == 0
     report = (adi_embedded / "reports" / "test" / "report.md").read_text()
     assert "| first_stage |" in report and "nDCG@10" in report
+
+
+def test_an_index_does_not_cover_a_rebuilt_table_with_the_same_version():
+    manifest = faiss_index.Manifest(table_version=3, count=2, dim=4, spec={}, encoder={"fingerprint": "a", "pooling": "mean"})
+    assert manifest.covers(3, {"fingerprint": "a", "pooling": "mean"})
+    assert not manifest.covers(3, {"fingerprint": "a", "pooling": "cls"})
+    assert not manifest.covers(4, {"fingerprint": "a", "pooling": "mean"})
