@@ -57,7 +57,7 @@ def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings
     store = ShardStore(workdir.root / "rankings" / f".{split}.{run_name}.shards", provenance)
     todo = [i for i in range(len(shards)) if not store.done(i)]
     log.info("rerank: %d queries in %d shards, %d already done", len(lists), len(shards), len(shards) - len(todo))
-    skipped = 0
+    skipped, seconds = 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     if todo:
         start_ray(ray_address)
         import ray
@@ -69,14 +69,15 @@ def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings
         pool = ActorPool([actor.remote(model_dir, workdir.passages, workdir.queries, settings, store, threads)
                           for _ in range(workers)])
         with tqdm(total=sum(len(shards[i]) for i in todo), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
-            for shard, _, missing in pool.map_unordered(lambda a, i: a.run.remote(i, shards[i]), todo):
+            for shard, missing, spent in pool.map_unordered(lambda a, i: a.run.remote(i, shards[i]), todo):
                 skipped += missing
+                seconds = {k: seconds[k] + spent[k] for k in seconds}
                 bar.update(len(shards[shard]))
+        log.info("rerank: worker time in take %.1fs, model %.1fs, write %.1fs", *seconds.values())
     if skipped:
         log.warning("rerank: skipped %d candidate(s) missing from the passage cache (--skip-missing)", skipped)
-    table = store.read(len(shards), RANKINGS)
-    version = write_ranked(table, uri, provenance)
-    write_trec(table, run_path, tag=f"listcon-{run_name}")
+    version = write_ranked(store.reader(len(shards), RANKINGS), uri, provenance)
+    write_trec(store.reader(len(shards), RANKINGS), run_path, tag=f"listcon-{run_name}")
     store.clear()
     empty = sum(1 for _, c in lists if not c)
     log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(lists), empty, uri, version, run_path)

@@ -8,12 +8,13 @@ version) alone.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import lance
 import pyarrow as pa
 
-from listcon.pipeline.atomic import write_text
 from listcon.schemas import DataError
 
 PROVENANCE_KEY = b"listcon.provenance"
@@ -29,13 +30,20 @@ def read_provenance(uri: str) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def write_ranked(table: pa.Table, uri: str, provenance: dict) -> int:
-    """Write (or overwrite, as one new version) the ranked list at ``uri``; returns the version."""
-    meta = dict(table.schema.metadata or {})
+def write_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: dict) -> int:
+    """Write (or overwrite, as one new version) the ranked list at ``uri``; returns the version.
+
+    ``data`` may be a stream: it is written batch by batch and committed once at the end.
+    """
+    meta = dict(data.schema.metadata or {})
     meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True).encode()
-    table = table.replace_schema_metadata(meta)
+    schema = data.schema.with_metadata(meta)
+    if isinstance(data, pa.Table):
+        data = data.replace_schema_metadata(meta)
+    else:
+        data = pa.RecordBatchReader.from_batches(schema, (b.replace_schema_metadata(meta) for b in data))
     mode = "overwrite" if read_provenance(uri) is not None else "create"
-    return lance.write_dataset(table, uri, mode=mode).version
+    return lance.write_dataset(data, uri, schema=schema, mode=mode).version
 
 
 def read_ranked(uri: str) -> pa.Table:
@@ -45,14 +53,18 @@ def read_ranked(uri: str) -> pa.Table:
         raise FileNotFoundError(f"no ranked list at {uri}: {err}") from None
 
 
-def write_trec(table: pa.Table, path: str | Path, tag: str) -> None:
-    """``qid Q0 docid rank score tag`` lines, in table order (atomic)."""
-    lines = [
-        f"{q} Q0 {p} {r} {s!r} {tag}\n"
-        for q, p, r, s in zip(table["query_id"].to_pylist(), table["passage_id"].to_pylist(),
-                              table["rank"].to_pylist(), table["score"].to_pylist())
-    ]
-    write_text(path, "".join(lines))
+def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag: str) -> None:
+    """``qid Q0 docid rank score tag`` lines, in order, streamed through a temp file (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for batch in data.to_batches() if isinstance(data, pa.Table) else data:
+            out.writelines(
+                f"{q} Q0 {p} {r} {s!r} {tag}\n"
+                for q, p, r, s in zip(batch["query_id"].to_pylist(), batch["passage_id"].to_pylist(),
+                                      batch["rank"].to_pylist(), batch["score"].to_pylist()))
+    os.replace(tmp, path)
 
 
 def read_trec(path: str | Path) -> dict[str, dict[str, float]]:

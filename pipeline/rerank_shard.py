@@ -5,6 +5,8 @@ A plain class; the rerank job runs it as a Ray actor, tests call it directly.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from listcon.model import ListConRanker
@@ -24,9 +26,12 @@ class RerankShard:
         self.reranker = Reranker(model, EmbeddingCache(passages_uri), EmbeddingCache(queries_uri), settings)
         self.store = store
 
-    def run(self, shard: int, lists: list[tuple[str, list[str]]]) -> tuple[int, int, int]:
-        """Returns (shard, rows written, candidates skipped as missing)."""
-        before = self.reranker.skipped_missing
+    def run(self, shard: int, lists: list[tuple[str, list[str]]]) -> tuple[int, int, dict[str, float]]:
+        """Returns (shard, candidates skipped as missing, seconds spent in take / model / write)."""
+        missing, seconds = self.reranker.skipped_missing, dict(self.reranker.seconds)
         table = self.reranker.rerank(lists)
+        started = time.perf_counter()
         self.store.write(shard, table)
-        return shard, table.num_rows, self.reranker.skipped_missing - before
+        spent = {k: self.reranker.seconds[k] - seconds[k] for k in seconds}
+        spent["write"] = time.perf_counter() - started
+        return shard, self.reranker.skipped_missing - missing, spent

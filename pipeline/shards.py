@@ -39,10 +39,14 @@ class ShardStore:
         pq.write_table(table, tmp)
         os.replace(tmp, self.path(shard))
 
-    def read(self, shards: int, schema: pa.Schema) -> pa.Table:
-        """All shards, in shard order."""
-        parts = [pq.read_table(self.path(i)).cast(schema) for i in range(shards)]
-        return pa.concat_tables(parts) if parts else schema.empty_table()
+    def reader(self, shards: int, schema: pa.Schema) -> pa.RecordBatchReader:
+        """All shards as one stream, in shard order (one shard in memory at a time)."""
+
+        def batches():
+            for i in range(shards):
+                yield from pq.read_table(self.path(i)).cast(schema).to_batches()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     def clear(self) -> None:
         shutil.rmtree(self.directory.parent, ignore_errors=True)
