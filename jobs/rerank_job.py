@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
+from itertools import islice
 
 from tqdm.auto import tqdm
 
 from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import ListConRanker
 from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.ranked_lists import read_provenance, read_ranked, write_ranked, write_trec
-from listcon.pipeline.rerank import RerankSettings, candidate_lists, checkpoint_fingerprint
+from listcon.pipeline.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
+from listcon.pipeline.rerank import RerankSettings, checkpoint_fingerprint
 from listcon.pipeline.readers import judged_queries
 from listcon.pipeline.rerank_shard import RerankShard
 from listcon.pipeline.shards import ShardStore
@@ -41,8 +43,7 @@ def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings
     if source is None:
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
     passages, queries = EmbeddingCache(workdir.passages), EmbeddingCache(workdir.queries)
-    candidates = read_ranked(candidates_uri)
-    query_ids = judged_queries(data, split)[0]["id"].to_pylist()  # every judged query, even one with no candidates
+    query_ids = list(dict.fromkeys(judged_queries(data, split)[0]["id"].to_pylist()))  # every judged query, even one with no candidates
     provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
                   "candidates": source, "passages_version": passages.version, "queries_version": queries.version,
                   "settings": {k: v for k, v in asdict(settings).items() if k not in ("device", "memory_budget_mb")}}
@@ -52,33 +53,56 @@ def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings
         log.info("rerank: %s is up to date; nothing to do", uri)
         return uri
 
-    lists = candidate_lists(candidates, query_ids)
-    shards = [lists[i : i + shard_size] for i in range(0, len(lists), shard_size)]
+    n_shards = -(-len(query_ids) // shard_size)
     store = ShardStore(workdir.root / "rankings" / f".{split}.{run_name}.shards", provenance)
-    todo = [i for i in range(len(shards)) if not store.done(i)]
-    log.info("rerank: %d queries in %d shards, %d already done", len(lists), len(shards), len(shards) - len(todo))
-    skipped, seconds = 0, {"take": 0.0, "model": 0.0, "write": 0.0}
-    if todo:
-        start_ray(ray_address)
-        import ray
-        from ray.util import ActorPool
+    todo = sum(1 for i in range(n_shards) if not store.done(i))
+    log.info("rerank: %d queries in %d shards, %d already done", len(query_ids), n_shards, n_shards - todo)
+    skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
+    # Shards are cut from a stream of the candidates table, with at most two per worker in
+    # flight, so the driver holds a few shards' lists however many queries there are.
+    shards = _shards(iter_lists(candidates_uri, query_ids), shard_size)
+    with tqdm(total=len(query_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
+        if todo:
+            start_ray(ray_address)
+            import ray
+            from ray.util import ActorPool
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        gpus = 1 if int(ray.cluster_resources().get("GPU", 0)) >= workers else 0
-        actor = ray.remote(num_cpus=threads, num_gpus=gpus)(RerankShard)
-        pool = ActorPool([actor.remote(model_dir, workdir.passages, workdir.queries, settings, store, threads)
-                          for _ in range(workers)])
-        with tqdm(total=sum(len(shards[i]) for i in todo), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
-            for shard, missing, spent in pool.map_unordered(lambda a, i: a.run.remote(i, shards[i]), todo):
-                skipped += missing
-                seconds = {k: seconds[k] + spent[k] for k in seconds}
-                bar.update(len(shards[shard]))
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            gpus = 1 if int(ray.cluster_resources().get("GPU", 0)) >= workers else 0
+            actor = ray.remote(num_cpus=threads, num_gpus=gpus)(RerankShard)
+            pool = ActorPool([actor.remote(model_dir, workdir.passages, workdir.queries, settings, store, threads)
+                              for _ in range(workers)])
+        sizes: dict[int, int] = {}
+
+        def collect() -> None:
+            nonlocal skipped, seconds
+            shard, missing, spent = pool.get_next_unordered()
+            skipped += missing
+            seconds = {k: seconds[k] + spent[k] for k in seconds}
+            bar.update(sizes.pop(shard))
+
+        for index, lists in enumerate(shards):
+            empty += sum(1 for _, c in lists if not c)
+            if store.done(index):
+                bar.update(len(lists))
+                continue
+            while len(sizes) >= 2 * workers:
+                collect()
+            sizes[index] = len(lists)
+            pool.submit(lambda a, job: a.run.remote(*job), (index, lists))
+        while sizes:
+            collect()
+    if todo:
         log.info("rerank: worker time in take %.1fs, model %.1fs, write %.1fs", *seconds.values())
     if skipped:
         log.warning("rerank: skipped %d candidate(s) missing from the passage cache (--skip-missing)", skipped)
-    version = write_ranked(store.reader(len(shards), RANKINGS), uri, provenance)
-    write_trec(store.reader(len(shards), RANKINGS), run_path, tag=f"listcon-{run_name}")
+    version = write_ranked(store.reader(n_shards, RANKINGS), uri, provenance)
+    write_trec(store.reader(n_shards, RANKINGS), run_path, tag=f"listcon-{run_name}")
     store.clear()
-    empty = sum(1 for _, c in lists if not c)
-    log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(lists), empty, uri, version, run_path)
+    log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(query_ids), empty, uri, version, run_path)
     return uri
+
+
+def _shards(lists: Iterator[tuple[str, list[str]]], size: int) -> Iterator[list[tuple[str, list[str]]]]:
+    while shard := list(islice(lists, size)):
+        yield shard

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import lance
+import numpy as np
 import pyarrow as pa
 
 from listcon.schemas import DataError
@@ -51,6 +52,52 @@ def read_ranked(uri: str) -> pa.Table:
         return lance.dataset(uri).to_table()
     except (ValueError, FileNotFoundError, OSError) as err:
         raise FileNotFoundError(f"no ranked list at {uri}: {err}") from None
+
+
+def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16) -> Iterator[tuple[str, list[str]]]:
+    """``(query_id, passage ids by rank)`` for each of ``query_ids``, streamed from a ranked list.
+
+    Reads the table in batches, so memory holds one query's list, not the table: queries come
+    in table order (rows of one query must be contiguous, as retrieval writes them), then the
+    queries the table lacks, each with an empty list. Queries not in ``query_ids`` are skipped.
+    """
+    wanted = dict.fromkeys(query_ids)
+    seen: set[str] = set()
+    current: str | None = None
+    ranks: list[np.ndarray] = []
+    passages: list[np.ndarray] = []
+    row = 0
+    try:
+        batches = lance.dataset(uri).to_batches(columns=["query_id", "passage_id", "rank"], batch_size=batch_rows)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise FileNotFoundError(f"no ranked list at {uri}: {err}") from None
+    for batch in batches:
+        qids = batch["query_id"].to_numpy(zero_copy_only=False)
+        pids = batch["passage_id"].to_numpy(zero_copy_only=False)
+        rank = batch["rank"].to_numpy()
+        bounds = np.flatnonzero(np.r_[True, qids[1:] != qids[:-1], True])
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            query = qids[start]
+            if query != current:
+                if current is not None and current in wanted:
+                    yield current, _by_rank(passages, ranks)
+                if query in seen:
+                    raise DataError(uri, "rows of one query must be contiguous (sorted by query_id, rank), but this query "
+                                    "appears again after other queries", record=f"row {row + start} (query {query!r})",
+                                    column="query_id")
+                seen.add(query)
+                current, ranks, passages = query, [], []
+            ranks.append(rank[start:end])
+            passages.append(pids[start:end])
+        row += len(qids)
+    if current is not None and current in wanted:
+        yield current, _by_rank(passages, ranks)
+    yield from ((query, []) for query in wanted if query not in seen)
+
+
+def _by_rank(passages: list[np.ndarray], ranks: list[np.ndarray]) -> list[str]:
+    order = np.argsort(np.concatenate(ranks), kind="stable")
+    return np.concatenate(passages)[order].tolist()
 
 
 def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag: str) -> None:

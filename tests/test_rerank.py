@@ -17,13 +17,13 @@ from listcon.jobs.rerank_job import run_rerank
 from listcon.model import ListConRanker, ListConRankerConfig
 from listcon.pipeline.embedding_cache import EmbeddingCache, MissingPassagesError
 from listcon.pipeline.evaluate import per_query
-from listcon.pipeline.ranked_lists import read_provenance, read_ranked, read_trec
+from listcon.pipeline.ranked_lists import iter_lists, read_provenance, read_ranked, read_trec, write_ranked
 from listcon.pipeline.readers import read_qrels
 from listcon.pipeline.rerank import Reranker, RerankSettings, candidate_lists, checkpoint_fingerprint
 from listcon.pipeline.rerank_shard import RerankShard
 from listcon.pipeline.shards import ShardStore
 from listcon.pipeline.workdir import Workdir
-from listcon.schemas import RANKINGS
+from listcon.schemas import CANDIDATES, RANKINGS, DataError
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,24 @@ def test_queries_with_no_candidates_stay_empty(adi_embedded, head_dir):
     assert candidate_lists(read_ranked(work.candidates("test")), ["no-such-query"]) == [("no-such-query", [])]
 
 
+def test_candidate_lists_stream_from_the_table(adi_embedded, tmp_path):
+    work = Workdir(adi_embedded)
+    expected = lists_of(work)
+    ids = [q for q, _ in expected]
+    # 7-row batches: every query's 50 rows span several batches.
+    assert list(iter_lists(work.candidates("test"), ids, batch_rows=7)) == expected
+    wanted = [ids[3], "no-such-query", ids[0]]  # table order first, then the ones the table lacks
+    assert list(iter_lists(work.candidates("test"), wanted, batch_rows=7)) == [expected[0], expected[3], ("no-such-query", [])]
+    shuffled = pa.table({"query_id": ["a", "a", "b", "b"], "passage_id": ["p2", "p1", "p1", "p3"], "rank": [2, 1, 1, 2],
+                         "score": [0.5, 0.9, 0.8, 0.1]}, schema=CANDIDATES)
+    write_ranked(shuffled, str(tmp_path / "ranks.lance"), {})
+    assert list(iter_lists(str(tmp_path / "ranks.lance"), ["a", "b"])) == [("a", ["p1", "p2"]), ("b", ["p1", "p3"])]
+    split = pa.concat_tables([shuffled, shuffled.slice(0, 1)])
+    write_ranked(split, str(tmp_path / "split.lance"), {})
+    with pytest.raises(DataError, match=r"split.lance.*row 4 \(query 'a'\).*query_id.*must be contiguous"):
+        list(iter_lists(str(tmp_path / "split.lance"), ["a", "b"]))
+
+
 def test_a_head_for_other_features_is_refused(adi_embedded, tmp_path, caplog):
     ListConRanker(ListConRankerConfig(embed_dim=768, hidden_size=64, num_heads=4)).save_pretrained(tmp_path / "wide")
     with pytest.raises(ValueError, match="expects embed_dim=768, but the passage cache .* holds 384-d vectors"):
@@ -119,7 +137,7 @@ def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ra
     assert not shards_dir.exists()  # cleared after a successful run
     store = ShardStore(shards_dir, read_provenance(work.rankings("test.resumed")))
     worker = RerankShard(str(head_dir), work.passages, work.queries, RerankSettings(), store)
-    lists = candidate_lists(read_ranked(work.candidates("test")), _judged(data))
+    lists = list(iter_lists(work.candidates("test"), _judged(data)))
     for shard in (0, 2, 5):
         worker.run(shard, lists[shard * 4 : shard * 4 + 4])
     work.run("test", "resumed").unlink()
