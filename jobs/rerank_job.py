@@ -45,7 +45,7 @@ def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings
     passages, queries = EmbeddingCache(workdir.passages), EmbeddingCache(workdir.queries)
     query_ids = list(dict.fromkeys(judged_queries(data, split)[0]["id"].to_pylist()))  # every judged query, even one with no candidates
     provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
-                  "candidates": source, "passages_version": passages.version, "queries_version": queries.version,
+                  "candidates": source, "passages_version": passages.version, "query_vectors": queries.digest(query_ids),
                   "settings": {k: v for k, v in asdict(settings).items() if k not in ("device", "memory_budget_mb")}}
     uri = workdir.rankings(split) if run_name == RERANKED else workdir.rankings(f"{split}.{run_name}")
     run_path = workdir.run(split, run_name)

@@ -48,7 +48,7 @@ def run_retrieve(data: str, workdir: Workdir, split: str, settings: EncoderSetti
     query_cache = EmbeddingCache(workdir.queries)
 
     k = clamp_k(k, manifest.count)
-    provenance = {"split": split, "k": k, "passages_version": passages.version, "queries_version": query_cache.version,
+    provenance = {"split": split, "k": k, "passages_version": passages.version, "query_vectors": query_cache.digest(query_ids),
                   "encoder": passages.metadata["fingerprint"],
                   "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"},
                   "queries": len(query_ids)}

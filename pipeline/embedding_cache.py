@@ -104,6 +104,21 @@ class EmbeddingCache:
         table = self.dataset.to_table(columns=["id", "content_hash"])
         return dict(zip(table["id"].to_pylist(), table["content_hash"].to_pylist()))
 
+    def digest(self, ids: list[str]) -> str:
+        """SHA-256 of the encoder and each cached id's content hash: what the vectors of ``ids`` depend on.
+
+        Provenance keyed on this, not on the table version, stays valid when other rows are
+        added (another split's queries), and changes when one of these texts is re-encoded.
+        """
+        positions = self.positions(ids) if self.exists else np.full(len(ids), -1)
+        present = positions >= 0
+        digest = hashlib.sha256((self.metadata["fingerprint"] if self.exists else "").encode())
+        if present.any():
+            hashes = self.dataset.take(positions[present], columns=["content_hash"])["content_hash"].to_pylist()
+            for key, content in zip(np.asarray(ids, dtype=object)[present], hashes):
+                digest.update(f"{key}\t{content}\n".encode())
+        return digest.hexdigest()
+
     def ids(self) -> list[str]:
         return self.dataset.to_table(columns=["id"])["id"].to_pylist() if self.exists else []
 

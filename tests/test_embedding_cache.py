@@ -46,6 +46,19 @@ def test_upsert_replaces_changed_rows_without_duplicates(tmp_path):
     assert EmbeddingCache(tmp_path / "p.lance").version == version
 
 
+def test_digest_follows_the_rows_asked_for_not_the_table(tmp_path):
+    cache = EmbeddingCache(tmp_path / "p.lance")
+    table, _ = rows(["a", "b", "c"])
+    cache.upsert(table.slice(0, 2))
+    digest = cache.digest(["a", "b"])
+    cache.upsert(table.slice(2))  # another row: a new version, the same digest for a and b
+    assert cache.digest(["a", "b"]) == digest != cache.digest(["a", "b", "c"])
+    assert cache.digest(["b", "a"]) != digest  # order is part of what a ranked list depends on
+    edited = vectors_table(["b"], [content_hash("b, edited")], np.ones((1, 4), np.float32), table.schema)
+    cache.upsert(edited)
+    assert cache.digest(["a", "b"]) != digest
+
+
 def test_float16_storage(tmp_path):
     cache = EmbeddingCache(tmp_path / "p.lance")
     table, vectors = rows(["a", "b"], dtype="float16")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 
 import lance
 import numpy as np
@@ -70,6 +72,28 @@ def test_reruns_leave_index_and_candidates_unchanged(adi_embedded, caplog):
     after = (lance.dataset(work.candidates("test")).version, (work.index / "index.faiss").stat().st_mtime_ns)
     assert before == after
     assert "up to date" in caplog.text
+
+
+def test_candidates_depend_on_their_queries_vectors_not_the_cache_version(adi_embedded, tmp_path, caplog):
+    work = Workdir(shutil.copytree(adi_embedded, tmp_path / "work"))
+    queries = EmbeddingCache(work.queries)
+    row = queries.dataset.to_table().slice(0, 1)
+    version = lance.dataset(work.candidates("test")).version
+    # Another split's query lands in the cache: a new table version, the same vectors for this split.
+    queries.upsert(row.set_column(row.schema.get_field_index("id"), "id", pa.array(["train-q1"])))
+    common = ["--workdir", str(work.root), "--no-progress"]
+    with caplog.at_level(logging.INFO):
+        assert main(["retrieve", str(data_dir("adi")), *common, "--split", "test", "--k", "50"]) == 0
+    assert "candidates for test are up to date" in caplog.text
+    assert lance.dataset(work.candidates("test")).version == version
+    # One of this split's queries edited: it is re-encoded, and the candidates are redone.
+    data = shutil.copytree(data_dir("adi"), tmp_path / "adi")
+    lines = (data / "queries.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "text": first["text"] + " (edited)"})
+    (data / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["retrieve", str(data), *common, "--split", "test", "--k", "50"]) == 0
+    assert lance.dataset(work.candidates("test")).version == version + 1
 
 
 def test_approximate_indexes_agree_with_flat(adi_embedded):
