@@ -52,5 +52,5 @@ def run_embed(data: str, workdir: Workdir, settings: EncoderSettings, *, limit: 
     report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), workdir.passages, settings, connect,
                          rebuild=rebuild, prune=prune, progress=progress)
     log.info("embed: encoded %d passages, skipped %d unchanged (%d empty skipped); table version %s; %.1fs",
-             report.encoded, report.skipped, corpus.skipped_empty, report.version, report.seconds)
+             report.encoded, report.skipped, len(corpus.skipped_empty), report.version, report.seconds)
     return report

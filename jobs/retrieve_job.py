@@ -27,7 +27,7 @@ def run_retrieve(data: str, workdir: Workdir, split: str, settings: EncoderSetti
                  progress: bool = True) -> str:
     """Returns the candidates table URI; a rerun with the same inputs changes nothing."""
     corpus = read_corpus(data, empty=empty)
-    queries, _ = judged_queries(data, split, set(corpus.table["id"].to_pylist()))
+    queries, _ = judged_queries(data, split, corpus.ids())
     passages = EmbeddingCache(workdir.passages)
     index, passage_ids, manifest = faiss_index.load(workdir.index)
     if not manifest.covers(passages.version, passages.metadata):

@@ -46,8 +46,12 @@ def _rng(seed: int, query_id: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{query_id}".encode()).digest()[:8], "little"))
 
 
-def mine(candidates: pa.Table, qrels: pa.Table, settings: MiningSettings = MiningSettings()) -> pa.Table:
-    """Training lists for every query with at least one positive and one negative candidate."""
+def mine(candidates: pa.Table, qrels: pa.Table, settings: MiningSettings = MiningSettings(),
+         unusable: frozenset[str] = frozenset()) -> pa.Table:
+    """Training lists for every query with at least one positive and one negative candidate.
+
+    ``unusable`` passages (no cached features) go in no list; judged, they still never count as negatives.
+    """
     judged: dict[str, dict[str, int]] = {}
     for q, p, r in zip(qrels["query_id"].to_pylist(), qrels["passage_id"].to_pylist(), qrels["relevance"].to_pylist()):
         judged.setdefault(q, {})[p] = int(r)
@@ -55,10 +59,10 @@ def mine(candidates: pa.Table, qrels: pa.Table, settings: MiningSettings = Minin
     for query, ranked in candidate_lists(candidates, sorted(judged)):
         labels = judged[query]
         rng = _rng(settings.seed, query)
-        positives = [p for p, r in sorted(labels.items(), key=lambda x: (-x[1], x[0])) if r > 0]
+        positives = [p for p, r in sorted(labels.items(), key=lambda x: (-x[1], x[0])) if r > 0 and p not in unusable]
         if len(positives) > settings.max_positives:
             positives = [positives[i] for i in sorted(rng.choice(len(positives), settings.max_positives, replace=False))]
-        pool = [p for p in ranked[: settings.depth] if labels.get(p, 0) <= 0]
+        pool = [p for p in ranked[: settings.depth] if labels.get(p, 0) <= 0 and p not in unusable]
         want = settings.list_size - len(positives)
         if settings.sampling == "top" or len(pool) <= want:
             negatives = pool[:want]

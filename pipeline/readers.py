@@ -27,8 +27,12 @@ class Corpus:
     """Passages ready to encode: ``table`` (id, title, text) and how many empty ones were skipped."""
 
     table: pa.Table
-    skipped_empty: int
+    skipped_empty: list[str]  # ids of passages left out for empty text (qrels may still judge them)
     source: str
+
+    def ids(self) -> set[str]:
+        """Every passage id of the collection, the skipped ones included (what qrels may name)."""
+        return set(self.table["id"].to_pylist()) | set(self.skipped_empty)
 
     def texts(self) -> list[str]:
         """The encoded text of each passage (title + space + text)."""
@@ -58,17 +62,17 @@ def read_corpus(data: str | Path, empty: str = "error", limit: int | None = None
         raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
     path = corpus_path(data)
     rows, where = _read_records(path, ("title", "text"), required=("text",), limit=limit)
-    keep, skipped = [], 0
+    keep, skipped = [], []
     for row, loc in zip(rows, where):
         if not passage_text(row["title"], row["text"]).strip():
             if empty == "error":
                 raise DataError(str(path), f"passage {row['id']!r} has empty text (use --skip-empty to skip such passages)", record=loc, column="text")
-            skipped += 1
+            skipped.append(row["id"])
             continue
         keep.append((row, loc))
     check_unique_ids([r["id"] for r, _ in keep], str(path), [loc for _, loc in keep])
     if skipped:
-        log.warning("%s: skipped %d passage(s) with empty text", path, skipped)
+        log.warning("%s: skipped %d passage(s) with empty text, e.g. %s", path, len(skipped), skipped[:3])
     table = pa.Table.from_pylist([r for r, _ in keep], schema=CORPUS)
     return Corpus(table, skipped, str(path))
 

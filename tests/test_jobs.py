@@ -12,6 +12,8 @@ import pytest
 from conftest import data_dir
 from listcon.jobs.cli import main
 from listcon.model import ListConRanker
+from listcon.pipeline.embedding_cache import EmbeddingCache
+from listcon.pipeline.readers import read_qrels
 from listcon.pipeline.workdir import Workdir
 
 
@@ -41,6 +43,19 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
         assert main([*args[:-2], "--num-workers", "0", "--lr", "0.01"]) == 0
     assert "checkpoints of another configuration; starting over" in caplog.text
     assert json.loads((out / "train_result.json").read_text())["provenance"]["settings"]["lr"] == 0.01
+
+
+def test_mining_leaves_out_judged_passages_without_cached_features(adi_embedded, tmp_path, caplog):
+    work = Workdir(shutil.copytree(adi_embedded, tmp_path / "w"))
+    qrels = read_qrels(str(data_dir("adi")), "test")
+    gone = sorted(set(qrels["passage_id"].to_pylist()))[:3]  # as if skipped for empty text
+    EmbeddingCache(work.passages).delete(gone)
+    with caplog.at_level(logging.WARNING):
+        assert main(["mine", str(data_dir("adi")), "--workdir", str(work.root), "--split", "test"]) == 0
+    assert f"3 judged or candidate passage(s) are not in the passage cache and go in no list, e.g. {gone}" in caplog.text
+    lists = lance.dataset(work.training("test")).to_table()
+    assert lists.num_rows > 0
+    assert not set(gone) & {p for ids in lists["passage_ids"].to_pylist() for p in ids}
 
 
 CONFIG = """

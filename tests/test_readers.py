@@ -32,7 +32,7 @@ DOCS = [{"_id": "d1", "title": "Cells", "text": "the cell"}, {"_id": "d2", "titl
 
 def test_beir_corpus_and_passage_text():
     corpus = read_corpus(data_dir("scifact"))
-    assert corpus.table.num_rows == 5183 and corpus.skipped_empty == 0
+    assert corpus.table.num_rows == 5183 and corpus.skipped_empty == []
     first = corpus.table.slice(0, 1).to_pylist()[0]
     assert first["id"] == "4983"
     assert corpus.texts()[0] == first["title"] + " " + first["text"]
@@ -61,7 +61,8 @@ def test_empty_text_is_an_error_or_skipped_with_a_count(tmp_path):
     with pytest.raises(DataError, match=r"line 4, column 'text': passage 'd9' has empty text \(use --skip-empty"):
         read_corpus(path)
     corpus = read_corpus(path, empty="skip")
-    assert corpus.skipped_empty == 1 and corpus.table.num_rows == 3
+    assert corpus.skipped_empty == ["d9"] and corpus.table.num_rows == 3
+    assert corpus.ids() == {"d1", "d2", "3", "d9"}  # qrels may judge a skipped passage
 
 
 def test_invalid_utf8_and_malformed_json_give_the_line(tmp_path):
