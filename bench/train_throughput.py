@@ -17,6 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from bench.common import print_table, write_results
@@ -61,7 +63,9 @@ def main() -> None:
     stage2 = TrainSettings(stage=2, epochs=1, batch_size=4, max_steps_per_epoch=args.stage2_steps, lr=1e-4,
                            encoder_lr=2e-5, init=str(head_dir), val_depth=20)
     lists, validation, features = load_training(source, [], stage2)
-    sample = Validation(validation.lists[: args.stage2_val_queries], validation.qrels)
+    held = validation.lists[: args.stage2_val_queries]
+    # qrels of the sampled queries only: evaluation counts a judged query missing from the run as 0
+    sample = Validation(held, validation.qrels.filter(pc.is_in(validation.qrels["query_id"], value_set=pa.array([q for q, _ in held]))))
     before = validate(ListConRanker.from_pretrained(head_dir), features, sample, stage2, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(lists, sample, features, stage2, tmp, progress=False)
