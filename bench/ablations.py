@@ -19,15 +19,16 @@ from pathlib import Path
 
 from bench.common import RESULTS, print_table
 from listcon.jobs.runtime import setup_logging
-from listcon.jobs.train_job import Source, load_training
-from listcon.model import ListConRanker
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.evaluate import per_query
-from listcon.pipeline.ranked_lists import read_ranked, read_trec
-from listcon.pipeline.readers import judged_queries, read_qrels
-from listcon.pipeline.report import write_report
-from listcon.pipeline.rerank import Reranker, RerankSettings, candidate_lists
-from listcon.pipeline.train import TrainSettings, fit
+from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
+from listcon.pipeline.data.readers import judged_queries, read_qrels
+from listcon.pipeline.evaluation.evaluate import per_query
+from listcon.pipeline.evaluation.report import write_report
+from listcon.pipeline.rerank.cached import CachedReranker
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import candidate_lists, read_ranked, read_trec
+from listcon.pipeline.training.data import Source, load_training
+from listcon.pipeline.training.loop import TrainSettings, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURES = ["nDCG@10", "AP@1000", "RR@10"]
@@ -70,18 +71,19 @@ def main() -> None:
     per_run = {"first stage (MiniLM cosine)": per_query(qrels, read_trec(args.workdir / "runs" / "test.first_stage.trec"), MEASURES)}
     for name, (head, loss) in VARIANTS.items():
         out = heads / name.replace(" ", "_").replace(",", "")
-        settings = TrainSettings(loss=loss, lr=args.lr, epochs=args.epochs, patience=args.epochs, head=head)
-        train_lists, validation, features = load_training(source, [], settings)
-        fit(train_lists, validation, features, settings, out, progress=False)  # resumes; a no-op once finished
+        settings = TrainSettings(loss=loss, lr=args.lr, epochs=args.epochs, patience=args.epochs,
+                                 head=ListConRankerConfig(**head))
+        data = load_training(source, [], settings)
+        fit(data.lists, data.validation, data.features, settings, out)  # resumes; a no-op once finished
         model = ListConRanker.from_pretrained(out)
-        per_run[name] = per_query(qrels, run_of(Reranker(model, passages, queries, RerankSettings(depth=args.depth)).rerank(lists)), MEASURES)
+        per_run[name] = per_query(qrels, run_of(CachedReranker(model, passages, queries, RerankSettings(depth=args.depth)).rerank(lists)), MEASURES)
         if name.startswith("list-attention"):
             for label, theta in (("iterative", 20), ("single pass", n)):
-                reranker = Reranker(model, passages, queries, RerankSettings(depth=n, theta=theta))
+                reranker = CachedReranker(model, passages, queries, RerankSettings(depth=n), PruneSchedule(theta=theta))
                 per_run[f"paper head, {label}, top-{n}"] = per_query(qrels, run_of(reranker.rerank(lists)), MEASURES)
         logging.getLogger("bench").warning("done: %s", name)
     demo = ListConRanker.from_pretrained(args.workdir / "head")
-    single = Reranker(demo, passages, queries, RerankSettings(depth=n, theta=n))
+    single = CachedReranker(demo, passages, queries, RerankSettings(depth=n), PruneSchedule(theta=n))
     per_run[f"demo head (prior), iterative, top-{n} (the demo's run)"] = per_query(qrels, read_trec(args.workdir / "runs" / "test.listcon.trec"), MEASURES)
     per_run[f"demo head (prior), single pass, top-{n}"] = per_query(qrels, run_of(single.rerank(lists)), MEASURES)
     title = f"ListConRanker ablations on scifact test (variants: top-{args.depth} reranked; inference rows: top-{n})"

@@ -23,9 +23,11 @@ import torch
 from bench.common import peak_rss_mib, print_table, write_results
 from listcon.jobs.runtime import setup_logging, start_ray
 from listcon.model import default_model_path
-from listcon.pipeline.embed import RayOptions, embed_texts
-from listcon.pipeline.encode_batch import EncoderSettings
-from listcon.pipeline.readers import read_corpus
+from listcon.jobs.config import EmbedOptions, RayOptions
+from listcon.jobs.embed_job import ray_encoder
+from listcon.pipeline.encoding.embed import embed_texts
+from listcon.pipeline.encoding.encode_batch import EncoderSettings
+from listcon.pipeline.data.readers import read_corpus
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
@@ -93,7 +95,8 @@ def main() -> None:
     start_ray(num_cpus=threads)
     ray_init_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp, TreeMemory() as memory:
-        report = embed_texts(ids, texts, f"{tmp}/passages.lance", settings, lambda: RayOptions(cpus_per_actor=threads), progress=False)
+        report = embed_texts(ids, texts, f"{tmp}/passages.lance", settings,
+                             ray_encoder(RayOptions(), EmbedOptions(cpus_per_actor=threads)), progress=False)
     rows.append({"method": "listcon embed job (Ray Data + Lance)", "seconds": report.seconds,
                  "passages_per_s": len(texts) / report.seconds})
     for row in rows:

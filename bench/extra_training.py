@@ -12,28 +12,16 @@ stage, with paired t-tests. Validation stays on scifact's held-out train queries
 from __future__ import annotations
 
 import argparse
-import tomllib
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bench.common import print_table, write_results
-from listcon.jobs.embed_job import run_embed
-from listcon.jobs.evaluate_job import run_evaluate
-from listcon.jobs.index_job import run_index
-from listcon.jobs.mine_job import run_mine
-from listcon.jobs.rerank_job import run_rerank
-from listcon.jobs.retrieve_job import run_retrieve
+from listcon.jobs.config import ExtraSource, load_config
+from listcon.jobs.run_job import run
 from listcon.jobs.runtime import setup_logging
-from listcon.jobs.train_job import Source, run_train
-from listcon.pipeline.encode_batch import EncoderSettings
-from listcon.pipeline.evaluate import paired_test, per_query
-from listcon.pipeline.faiss_index import IndexSpec
-from listcon.pipeline.mining import MiningSettings
-from listcon.pipeline.ranked_lists import read_trec
-from listcon.pipeline.readers import read_qrels
-from listcon.pipeline.rerank import RerankSettings
-from listcon.pipeline.train import TrainSettings
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.data.readers import read_qrels
+from listcon.pipeline.evaluation.evaluate import paired_test, per_query
+from listcon.pipeline.store.ranked_lists import read_trec
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -48,26 +36,13 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "jobs" / "demo.toml", help="train/rerank settings to reuse")
     args = parser.parse_args()
     setup_logging()
-    config = tomllib.loads(args.config.read_text())
-    train = config["train"]
-    mining = MiningSettings(**train.get("mining", {}))
-    settings = TrainSettings(**train.get("settings", {}))
-    encoder, spec = EncoderSettings(**config.get("encoder", {})), IndexSpec(**config.get("index", {}))
-    rerank = {k: v for k, v in config.get("rerank", {}).items() if k not in ("depths", "untrained_baseline", "workers")}
-    data, work = str(DATA / "scifact"), Workdir(args.workdir)
-
-    extras = []
-    for name in args.collections:
-        extra_data, extra_work = str(DATA / name), Workdir(args.extra_root / name)
-        run_embed(extra_data, extra_work, encoder, empty="skip")
-        run_index(extra_work, spec)
-        run_retrieve(extra_data, extra_work, "test", encoder, k=mining.depth, spec=spec, empty="skip")
-        run_mine(extra_data, extra_work, "test", replace(mining, holdout_fraction=0.0))
-        extras.append(Source(name, extra_data, str(extra_work.root), "test"))
-    out = args.workdir / "head-extra"
-    record = run_train(Source("", data, str(work.root), "train"), str(out), settings, extras=extras)
-    run_rerank(data, work, "test", str(out), RerankSettings(**rerank), run_name="listcon-extra")
-    run_evaluate(data, work, "test")  # the demo's report, now with this run beside the others
+    config = load_config(args.config)
+    extras = tuple(ExtraSource(name, str(DATA / name), str(args.extra_root / name)) for name in args.collections)
+    config = replace(config, workdir=str(args.workdir),
+                     train=replace(config.train, out=str(args.workdir / "head-extra"), extra=extras),
+                     rerank=replace(config.rerank, run_name="listcon-extra", depths=()))
+    result = run(config)  # prepares and mines each extra collection in its own workdir, then trains and reranks
+    record, data, work = result.training, config.data, config.work
 
     qrels = read_qrels(data, "test")
     runs = {name: per_query(qrels, read_trec(work.run("test", name)), MEASURES)
@@ -79,8 +54,8 @@ def main() -> None:
         row["p_vs_listcon"] = paired_test(values["nDCG@10"], runs["listcon"]["nDCG@10"])
         rows.append(row)
     print_table(rows, ["run", *MEASURES, "p_vs_first_stage", "p_vs_listcon"])
-    print(f"held-out scifact nDCG@10 with extras: {record['best_metric']:.4f} at epoch {record['best_epoch']}")
-    print(f"wrote {write_results('extra_training', {'rows': rows, 'collections': args.collections, 'train': record})}")
+    print(f"held-out scifact nDCG@10 with extras: {record.best_metric:.4f} at epoch {record.best_epoch}")
+    print(f"wrote {write_results('extra_training', {'rows': rows, 'collections': args.collections, 'train': asdict(record)})}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 
 from bench.common import print_table, timed, write_results
 from listcon.model import ListConRanker, ListConRankerConfig, iterative_rerank
-from listcon.pipeline.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.schemas import embedding_schema, vectors_table
 
 DIM, CANDIDATES = 384, 1000

@@ -22,12 +22,13 @@ import torch
 
 from bench.common import print_table, write_results
 from listcon.model import ListConRanker, TextEncoder
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.ranked_lists import read_ranked, write_ranked, write_trec
-from listcon.pipeline.readers import judged_queries, read_corpus
-from listcon.pipeline.reencode import ReencodeReranker
-from listcon.pipeline.rerank import Reranker, RerankSettings, candidate_lists
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import candidate_lists, read_ranked, write_ranked, write_trec
+from listcon.pipeline.data.readers import judged_queries, read_corpus
+from listcon.pipeline.rerank.reencode import ReencodeReranker
+from listcon.pipeline.rerank.cached import CachedReranker
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.workdir import Workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def main() -> None:
     lists = candidate_lists(read_ranked(work.candidates(args.split)), query_ids)
     candidates = sum(len(c) for _, c in lists)
 
-    cached = Reranker(head, passages, queries)
+    cached = CachedReranker(head, passages, queries)
     started = time.perf_counter()
     table = cached.rerank(lists)
     rerank_s = time.perf_counter() - started
@@ -70,7 +71,7 @@ def main() -> None:
                           normalize=passages.metadata["normalize"], max_length=passages.metadata["max_length"])
     sample = lists[: args.baseline_queries]
     settings = RerankSettings(depth=args.baseline_depth)
-    same_cached = Reranker(head, passages, queries, settings)
+    same_cached = CachedReranker(head, passages, queries, settings)
     started = time.perf_counter()
     cached_sample = same_cached.rerank(sample)
     cached_s = time.perf_counter() - started

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from bench.common import print_table, write_results
 from listcon.jobs.runtime import setup_logging, start_ray
-from listcon.jobs.train_job import Source, load_training, run_train
-from listcon.model import ListConRanker
-from listcon.pipeline.train import TrainSettings, Validation, fit, validate
+from listcon.jobs.config import Config, TrainOptions
+from listcon.jobs.train_job import train
+from listcon.model import ListConRanker, ListConRankerConfig, ListScorer, PruneSchedule
+from listcon.pipeline.training.data import Source, load_training
+from listcon.pipeline.training.features import Validation
+from listcon.pipeline.training.loop import TrainSettings, fit, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +44,11 @@ def main() -> None:
     source = Source("", args.data, str(args.workdir), "train").resolved()
     rows = []
 
-    stage1 = TrainSettings(epochs=1, head={"first_stage_prior": True}, lr=3e-3)
-    lists, _, features = load_training(source, [], stage1)
+    stage1 = TrainSettings(epochs=1, head=ListConRankerConfig(first_stage_prior=True), lr=3e-3)
+    lists = load_training(source, [], stage1).lists
+    features = load_training(source, [], stage1).features
     with tempfile.TemporaryDirectory() as tmp:
-        result = fit(lists, None, features, stage1, tmp, progress=False)
+        result = fit(lists, None, features, stage1, tmp)
     rows.append({"run": "stage 1, in-process", "workers": 1, "examples": len(lists), "examples_per_s": result.examples_per_s})
 
     start_ray()
@@ -53,8 +56,10 @@ def main() -> None:
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            record = run_train(source, tmp, replace(stage1, val_depth=1), num_workers=workers)
-            seconds = sum(h["train_seconds"] for h in record["history"])
+            config = Config(data=args.data, workdir=str(args.workdir),
+                            train=TrainOptions(out=tmp, num_workers=workers, settings=replace(stage1, val_depth=1)))
+            record = train(config)
+            seconds = sum(h["train_seconds"] for h in record.history)
             per_worker[workers] = len(lists) / seconds
             rows.append({"run": "stage 1, Ray Train", "workers": workers, "examples": len(lists),
                          "examples_per_s": per_worker[workers], "wall_s_incl_startup": time.perf_counter() - started})
@@ -62,13 +67,15 @@ def main() -> None:
     head_dir = args.workdir / "head"
     stage2 = TrainSettings(stage=2, epochs=1, batch_size=4, max_steps_per_epoch=args.stage2_steps, lr=1e-4,
                            encoder_lr=2e-5, init=str(head_dir), val_depth=20)
-    lists, validation, features = load_training(source, [], stage2)
+    data = load_training(source, [], stage2)
+    lists, validation, features = data.lists, data.validation, data.features
     held = validation.lists[: args.stage2_val_queries]
     # qrels of the sampled queries only: evaluation counts a judged query missing from the run as 0
     sample = Validation(held, validation.qrels.filter(pc.is_in(validation.qrels["query_id"], value_set=pa.array([q for q, _ in held]))))
-    before = validate(ListConRanker.from_pretrained(head_dir), features, sample, stage2, torch.device("cpu"))
+    before = validate(ListScorer(ListConRanker.from_pretrained(head_dir), PruneSchedule(), device="cpu"), features, sample,
+                      stage2.val_depth)
     with tempfile.TemporaryDirectory() as tmp:
-        result = fit(lists, sample, features, stage2, tmp, progress=False)
+        result = fit(lists, sample, features, stage2, tmp)
     examples = args.stage2_steps * stage2.batch_size
     rows.append({"run": "stage 2 (end to end), in-process", "workers": 1, "examples": examples,
                  "examples_per_s": result.examples_per_s})

@@ -1,56 +1,59 @@
-"""`listcon embed`: bring the passage cache up to date with a corpus."""
+"""`listcon embed`: bring the passage cache up to date with a corpus, on Ray Data encoder actors."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
-from typing import Callable
+from collections.abc import Iterator
 
+import pyarrow as pa
+
+from listcon.jobs.config import Config, EmbedOptions, RayOptions
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
-from listcon.pipeline.embed import EmbedReport, RayOptions, embed_texts
-from listcon.pipeline.encode_batch import EncoderSettings
-from listcon.pipeline.readers import read_corpus
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.data.readers import read_corpus
+from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts
+from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 
 log = logging.getLogger(__name__)
 
 
-def ray_connector(ray_address: str | None = None, concurrency: int | None = None, gpus_per_actor: float | None = None,
-                  cpus_per_actor: float | None = None, chunk_rows: int = 1024) -> Callable[[], RayOptions]:
-    """Start/attach Ray on demand; one encoder actor per GPU where the cluster has GPUs, else one CPU actor."""
+def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> EncodeStream:
+    """An encode stream on Ray Data encoder actors (Ray starts when the stream does):
+    one actor per GPU where the cluster has GPUs, else one CPU actor."""
 
-    def connect() -> RayOptions:
-        start_ray(ray_address)
-        options = _placement(concurrency, gpus_per_actor, cpus_per_actor, chunk_rows)
-        log.info("encoder actors: %s", asdict(options))
-        return options
+    def stream(work: pa.Table, settings: EncoderSettings) -> Iterator[dict]:
+        import ray as ray_module
 
-    return connect
+        start_ray(ray.address, object_store_mb=ray.object_store_mb)
+        gpus = gpus_in_cluster()
+        gpus_per_actor = embed.gpus_per_actor if embed.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+        concurrency = embed.concurrency or (max(1, gpus) if gpus_per_actor else 1)
+        cpus = embed.cpus_per_actor or max(1.0, ray_module.cluster_resources().get("CPU", 1.0) // concurrency)
+        log.info("encoder actors: %d x (%s CPU, %s GPU)", concurrency, cpus, gpus_per_actor)
+        # One block per encoder batch, so results (and the progress bar) arrive batch by batch.
+        blocks = [work.slice(i, settings.batch_size) for i in range(0, work.num_rows, settings.batch_size)]
+        dataset = ray_module.data.from_arrow(blocks).map_batches(
+            EncodeBatch,
+            fn_constructor_kwargs={"settings": settings, "threads": max(1, int(cpus))},
+            batch_size=settings.batch_size,
+            batch_format="numpy",
+            compute=ray_module.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=cpus,
+            num_gpus=gpus_per_actor or None,
+        )
+        yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+
+    return stream
 
 
-def _placement(concurrency: int | None, gpus_per_actor: float | None, cpus_per_actor: float | None,
-               chunk_rows: int) -> RayOptions:
-    gpus = gpus_in_cluster()
-    if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if gpus else 0.0
-    if concurrency is None:
-        concurrency = max(1, gpus) if gpus_per_actor else 1
-    return RayOptions(concurrency=concurrency, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                      chunk_rows=chunk_rows)
-
-
-def run_embed(data: str, workdir: Workdir, settings: EncoderSettings, *, limit: int | None = None,
-              empty: str = "error", rebuild: bool = False, prune: bool = False, ray_address: str | None = None,
-              concurrency: int | None = None, gpus_per_actor: float | None = None,
-              cpus_per_actor: float | None = None, chunk_rows: int = 1024, progress: bool = True) -> EmbedReport:
-    log_config("embed", {"data": data, "workdir": str(workdir.root), "passages": workdir.passages,
-                         "encoder": asdict(settings), "limit": limit, "empty": empty, "rebuild": rebuild,
-                         "prune": prune, "ray_address": ray_address, "concurrency": concurrency,
-                         "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor, "chunk_rows": chunk_rows})
-    corpus = read_corpus(data, empty=empty, limit=limit)
-    connect = ray_connector(ray_address, concurrency, gpus_per_actor, cpus_per_actor, chunk_rows)
-    report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), workdir.passages, settings, connect,
-                         rebuild=rebuild, prune=prune, progress=progress)
+def embed(config: Config, progress: bool = True) -> EmbedReport:
+    """Encode the corpus's new and changed passages into W/passages.lance."""
+    log_config("embed", {"data": config.data, "workdir": config.workdir, "lance_root": config.lance_root,
+                         "encoder": config.encoder, "embed": config.embed, "ray": config.ray})
+    options = config.embed
+    corpus = read_corpus(config.need_data(), empty="skip" if options.skip_empty else "error", limit=options.limit)
+    report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), config.work.passages, config.encoder,
+                         ray_encoder(config.ray, options), rebuild=options.rebuild, prune=options.prune,
+                         chunk_rows=options.chunk_rows, progress=progress)
     log.info("embed: encoded %d passages, skipped %d unchanged (%d empty skipped); table version %s; %.1fs",
              report.encoded, report.skipped, len(corpus.skipped_empty), report.version, report.seconds)
     return report

@@ -4,13 +4,15 @@ significance test against the first stage, as report.md + metrics.json + PNG plo
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
+from listcon.jobs.config import Config
 from listcon.jobs.runtime import log_config
-from listcon.pipeline.evaluate import DEFAULT_MEASURES, per_query
-from listcon.pipeline.ranked_lists import read_provenance, read_trec
-from listcon.pipeline.readers import read_qrels
-from listcon.pipeline.report import write_report
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.data.readers import read_qrels
+from listcon.pipeline.evaluation.evaluate import per_query
+from listcon.pipeline.evaluation.report import write_report
+from listcon.pipeline.store.ranked_lists import read_provenance, read_trec
 
 log = logging.getLogger(__name__)
 
@@ -18,20 +20,29 @@ BASELINE = "first_stage"
 MAIN_RUN = "listcon"
 
 
-def run_evaluate(data: str, workdir: Workdir, split: str, measures: tuple[str, ...] = DEFAULT_MEASURES,
-                 baseline: str = BASELINE) -> dict:
-    """Returns the summary ``{run: {measure: {mean, delta, p_vs_baseline}}}``."""
-    log_config("evaluate", {"data": data, "workdir": str(workdir.root), "split": split, "measures": measures,
+@dataclass(frozen=True)
+class EvaluateResult:
+    """The report's directory and its summary ``{run: {measure: {mean, delta, p_vs_baseline}}}``."""
+
+    report_dir: Path
+    summary: dict
+
+
+def evaluate(config: Config, split: str | None = None, baseline: str = BASELINE) -> EvaluateResult:
+    """Score every TREC run of ``split`` under W/runs and write the report."""
+    split, work, measures = split or config.split, config.work, config.evaluate.measures
+    log_config("evaluate", {"data": config.data, "workdir": config.workdir, "split": split, "measures": measures,
                             "baseline": baseline})
-    runs = workdir.runs(split)
+    runs = work.runs(split)
     if not runs:
-        raise FileNotFoundError(f"no runs for split {split!r} under {workdir.root / 'runs'}; run `listcon retrieve` first")
-    qrels = read_qrels(data, split)
+        raise FileNotFoundError(f"no runs for split {split!r} under {work.root / 'runs'}; run `listcon retrieve` first")
+    qrels = read_qrels(config.need_data(), split)
     per_run = {path.name[len(split) + 1 : -len(".trec")]: per_query(qrels, read_trec(path), measures) for path in runs}
-    candidates = read_provenance(workdir.candidates(split)) or {}
+    candidates = read_provenance(work.candidates(split)) or {}
     full_depth = {MAIN_RUN: candidates["k"]} if "k" in candidates else {}
-    summary = write_report(workdir.reports(split), f"{split}: retrieval and reranking", per_run, list(measures),
-                           baseline if baseline in per_run else None, MAIN_RUN, full_depth, {"data": data, "split": split})
+    summary = write_report(work.reports(split), f"{split}: retrieval and reranking", per_run, list(measures),
+                           baseline if baseline in per_run else None, MAIN_RUN, full_depth,
+                           {"data": config.data, "split": split})
     for run, metrics in summary.items():
         log.info("evaluate %s %-24s %s", split, run, "  ".join(f"{m}={v['mean']:.4f}" for m, v in metrics.items()))
-    return summary
+    return EvaluateResult(work.reports(split), summary)

@@ -6,31 +6,33 @@ import logging
 import time
 from dataclasses import asdict
 
+from listcon.jobs.config import Config
 from listcon.jobs.runtime import log_config
-from listcon.pipeline import faiss_index
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.faiss_index import IndexSpec, Manifest
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.retrieval import faiss_index
+from listcon.pipeline.retrieval.faiss_index import Manifest
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 
 BUILD_FIELDS = ("kind", "metric", "nlist", "hnsw_m")  # search-time options do not force a rebuild
 
 
-def run_index(workdir: Workdir, spec: IndexSpec) -> Manifest:
-    log_config("index", {"workdir": str(workdir.root), "passages": workdir.passages, "spec": asdict(spec)})
-    cache = EmbeddingCache(workdir.passages)
-    current = faiss_index.read_manifest(workdir.index)
+def index(config: Config) -> Manifest:
+    """Build (or keep) W/index/ over the passage cache; returns the manifest of what it covers."""
+    work, spec = config.work, config.index
+    log_config("index", {"workdir": config.workdir, "passages": work.passages, "index": spec})
+    cache = EmbeddingCache(work.passages)
+    current = faiss_index.read_manifest(work.index)
     wanted = {k: v for k, v in asdict(spec).items() if k in BUILD_FIELDS}
     if current and current.covers(cache.version, cache.metadata) and {k: current.spec.get(k) for k in BUILD_FIELDS} == wanted:
         log.info("index: up to date with passages version %d (%d vectors); nothing to do", current.table_version, current.count)
         return current
     start = time.perf_counter()
     ids, vectors = cache.read_all()
-    index = faiss_index.build(vectors, spec)
+    built = faiss_index.build(vectors, spec)
     manifest = Manifest(table_version=cache.version, count=len(ids), dim=int(vectors.shape[1]), spec=asdict(spec),
                         encoder=cache.metadata)
-    faiss_index.save(workdir.index, index, ids, manifest)
+    faiss_index.save(work.index, built, ids, manifest)
     log.info("index: %s over %d vectors (passages version %d) in %.1fs", spec.kind, len(ids), cache.version,
              time.perf_counter() - start)
     return manifest

@@ -3,38 +3,51 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import dataclass
 
+from listcon.jobs.config import Config
 from listcon.jobs.runtime import log_config
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.mining import MiningSettings, mine
-from listcon.pipeline.ranked_lists import read_provenance, read_ranked, write_ranked
-from listcon.pipeline.readers import read_qrels
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.data.readers import read_qrels
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, write_ranked
+from listcon.pipeline.training.mining import mine as mine_lists
+from listcon.schemas import to_dict
 
 log = logging.getLogger(__name__)
 
 
-def run_mine(data: str, workdir: Workdir, split: str, settings: MiningSettings = MiningSettings()) -> str:
-    """Writes W/training/<split>.lance (unchanged when its inputs are); returns its URI."""
-    log_config("mine", {"data": data, "workdir": str(workdir.root), "split": split, "settings": asdict(settings)})
-    source = read_provenance(workdir.candidates(split))
+@dataclass(frozen=True)
+class MineResult:
+    """The training lists a split gave."""
+
+    uri: str
+    lists: int
+    held_out: int
+    up_to_date: bool
+
+
+def mine(config: Config, split: str | None = None) -> MineResult:
+    """Writes W/training/<split>.lance (unchanged when its inputs are)."""
+    split, settings, work = split or config.train.split, config.train.mining, config.work
+    log_config("mine", {"data": config.data, "workdir": config.workdir, "split": split, "mining": settings})
+    source = read_provenance(work.candidates(split))
     if source is None:
         raise FileNotFoundError(f"no candidates for split {split!r}; run `listcon retrieve --split {split}` first")
-    provenance = {"split": split, "candidates": source, "settings": asdict(settings)}
-    uri = workdir.training(split)
+    provenance = {"split": split, "candidates": source, "settings": to_dict(settings)}
+    uri = work.training(split)
     if read_provenance(uri) == provenance:
         log.info("mine: %s is up to date; nothing to do", uri)
-        return uri
-    qrels = read_qrels(data, split)
-    candidates = read_ranked(workdir.candidates(split))
+        table = read_ranked(uri)
+        return MineResult(uri, table.num_rows, sum(table["holdout"].to_pylist()), True)
+    qrels = read_qrels(config.need_data(), split)
+    candidates = read_ranked(work.candidates(split))
     named = sorted(set(qrels["passage_id"].to_pylist()) | set(candidates["passage_id"].to_pylist()))
-    absent = [p for p, i in zip(named, EmbeddingCache(workdir.passages).positions(named)) if i < 0]
+    absent = [p for p, i in zip(named, EmbeddingCache(work.passages).positions(named)) if i < 0]
     if absent:  # e.g. judged passages the embed job skipped for empty text: no features to train on
         log.warning("mine: %d judged or candidate passage(s) are not in the passage cache and go in no list, e.g. %s",
                     len(absent), absent[:3])
-    table = mine(candidates, qrels, settings, frozenset(absent))
+    table = mine_lists(candidates, qrels, settings, frozenset(absent))
     version = write_ranked(table, uri, provenance)
     held = sum(table["holdout"].to_pylist())
     log.info("mine: %d training lists (%d held out for validation) -> %s (version %d)", table.num_rows, held, uri, version)
-    return uri
+    return MineResult(uri, table.num_rows, held, False)

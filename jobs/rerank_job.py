@@ -9,68 +9,90 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import dataclass, replace
 from itertools import islice
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from listcon.jobs.config import Config
 from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import ListConRanker
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
-from listcon.pipeline.rerank import RerankSettings, checkpoint_fingerprint
-from listcon.pipeline.readers import judged_queries
-from listcon.pipeline.rerank_shard import RerankShard
-from listcon.pipeline.shards import ShardStore
-from listcon.pipeline.workdir import Workdir
-from listcon.schemas import RANKINGS
+from listcon.pipeline.data.readers import judged_queries
+from listcon.pipeline.rerank.cached import checkpoint_fingerprint
+from listcon.pipeline.rerank.shard import RerankShard
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
+from listcon.pipeline.store.shards import ShardStore
+from listcon.schemas import RANKINGS, to_dict
 
 log = logging.getLogger(__name__)
 
 RERANKED = "listcon"
+PROVENANCE_EXCLUDES = ("device", "memory_budget_mb")  # how it ran, not what it computed
 
 
-def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings: RerankSettings = RerankSettings(), *,
-               run_name: str = RERANKED, shard_size: int = 32, workers: int = 1, ray_address: str | None = None,
-               progress: bool = True) -> str:
-    """Rerank W/candidates/<split> into W/rankings (+ a TREC run); returns the rankings URI."""
-    log_config("rerank", {"data": data, "workdir": str(workdir.root), "split": split, "model_dir": model_dir, "run": run_name,
-                          "settings": asdict(settings), "shard_size": shard_size, "workers": workers,
-                          "ray_address": ray_address})
+@dataclass(frozen=True)
+class RerankResult:
+    """Where a split's rankings went and what the run did."""
+
+    uri: str
+    run_path: Path
+    queries: int
+    without_candidates: int
+    skipped_missing: int
+    seconds: dict[str, float]
+    up_to_date: bool
+
+
+def rerank(config: Config, split: str | None = None, depth: int | None = None, run_name: str | None = None,
+           progress: bool = True) -> RerankResult:
+    """Rerank W/candidates/<split> into W/rankings (+ a TREC run); ``depth`` reranks only each query's top-N."""
+    split, options, work = split or config.split, config.rerank, config.work
+    settings = replace(options.settings, depth=depth) if depth is not None else options.settings
+    run_name = run_name or options.run_name
+    model_dir = config.head_dir
+    log_config("rerank", {"data": config.data, "workdir": config.workdir, "split": split, "model_dir": model_dir,
+                          "run": run_name, "settings": settings, "schedule": config.schedule,
+                          "shard_size": options.shard_size, "workers": options.workers, "ray": config.ray})
     ListConRanker.from_pretrained(model_dir)  # fail fast on a bad checkpoint, before any Ray work
-    candidates_uri = workdir.candidates(split)
+    candidates_uri = work.candidates(split)
     source = read_provenance(candidates_uri)
     if source is None:
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
-    passages, queries = EmbeddingCache(workdir.passages), EmbeddingCache(workdir.queries)
-    query_ids = list(dict.fromkeys(judged_queries(data, split)[0]["id"].to_pylist()))  # every judged query, even one with no candidates
+    queries = EmbeddingCache(work.queries)
+    passages_version = EmbeddingCache(work.passages).version
+    query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
     provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
-                  "candidates": source, "passages_version": passages.version, "query_vectors": queries.digest(query_ids),
-                  "settings": {k: v for k, v in asdict(settings).items() if k not in ("device", "memory_budget_mb")}}
-    uri = workdir.rankings(split) if run_name == RERANKED else workdir.rankings(f"{split}.{run_name}")
-    run_path = workdir.run(split, run_name)
+                  "candidates": source, "passages_version": passages_version, "query_vectors": queries.digest(query_ids),
+                  "settings": {k: v for k, v in to_dict(settings).items() if k not in PROVENANCE_EXCLUDES},
+                  "schedule": to_dict(config.schedule)}
+    uri = work.rankings(split) if run_name == RERANKED else work.rankings(f"{split}.{run_name}")
+    run_path = work.run(split, run_name)
     if read_provenance(uri) == provenance and run_path.is_file():
         log.info("rerank: %s is up to date; nothing to do", uri)
-        return uri
+        return RerankResult(uri, run_path, len(query_ids), 0, 0, {}, True)
 
-    n_shards = -(-len(query_ids) // shard_size)
-    store = ShardStore(workdir.root / "rankings" / f".{split}.{run_name}.shards", provenance)
+    n_shards = -(-len(query_ids) // options.shard_size)
+    store = ShardStore(work.root / "rankings" / f".{split}.{run_name}.shards", provenance)
+    store.discard_others()  # shards of other inputs are useless now
     todo = sum(1 for i in range(n_shards) if not store.done(i))
     log.info("rerank: %d queries in %d shards, %d already done", len(query_ids), n_shards, n_shards - todo)
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     # Shards are cut from a stream of the candidates table, with at most two per worker in
     # flight, so the driver holds a few shards' lists however many queries there are.
-    shards = _shards(iter_lists(candidates_uri, query_ids), shard_size)
+    shards = _shards(iter_lists(candidates_uri, query_ids), options.shard_size)
+    workers = options.workers
     with tqdm(total=len(query_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
         if todo:
-            start_ray(ray_address)
+            start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
             import ray
             from ray.util import ActorPool
 
             threads = max(1, (os.cpu_count() or 1) // workers)
             gpus = 1 if int(ray.cluster_resources().get("GPU", 0)) >= workers else 0
             actor = ray.remote(num_cpus=threads, num_gpus=gpus)(RerankShard)
-            pool = ActorPool([actor.remote(model_dir, workdir.passages, workdir.queries, settings, store, threads)
+            pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, settings, config.schedule, store, threads)
                               for _ in range(workers)])
         sizes: dict[int, int] = {}
 
@@ -95,12 +117,12 @@ def run_rerank(data: str, workdir: Workdir, split: str, model_dir: str, settings
     if todo:
         log.info("rerank: worker time in take %.1fs, model %.1fs, write %.1fs", *seconds.values())
     if skipped:
-        log.warning("rerank: skipped %d candidate(s) missing from the passage cache (--skip-missing)", skipped)
+        log.warning("rerank: skipped %d candidate(s) missing from the passage cache (skip_missing)", skipped)
     version = write_ranked(store.reader(n_shards, RANKINGS), uri, provenance)
     write_trec(store.reader(n_shards, RANKINGS), run_path, tag=f"listcon-{run_name}")
     store.clear()
     log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(query_ids), empty, uri, version, run_path)
-    return uri
+    return RerankResult(uri, run_path, len(query_ids), empty, skipped, seconds, False)
 
 
 def _shards(lists: Iterator[tuple[str, list[str]]], size: int) -> Iterator[list[tuple[str, list[str]]]]:

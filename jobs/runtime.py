@@ -10,8 +10,9 @@ from pathlib import Path
 
 log = logging.getLogger("listcon")
 
-QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-             "TOKENIZERS_PARALLELISM": "false"}
+# Ray and tokenizers only: whether the Hugging Face Hub may be reached is the user's call
+# (HF_HUB_OFFLINE); local model directories never touch it.
+QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -42,9 +43,11 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def log_config(job: str, config: dict) -> None:
-    """Log a job's fully resolved configuration and the git SHA, once, at start."""
-    log.info("%s config (git %s): %s", job, git_sha(), json.dumps(config, sort_keys=True, default=str))
+def log_config(job: str, config) -> None:
+    """Log a job's fully resolved configuration (a config record or a dict) and the git SHA, once, at start."""
+    from listcon.schemas import to_dict
+
+    log.info("%s config (git %s): %s", job, git_sha(), json.dumps(to_dict(config), sort_keys=True, default=str))
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
@@ -52,6 +55,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     """Start a quiet local Ray (or attach to ``address``); reuse one already started in-process."""
     import ray
 
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:

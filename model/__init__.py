@@ -1,25 +1,34 @@
 """listcon.model: pure torch, no I/O beyond checkpoints. The listwise head, losses,
-iterative inference and the text encoder."""
+iterative inference, the one scoring path and the text encoder."""
 
 from listcon.model.encoder import EncoderInfo, TextEncoder, default_model_path, mean_pool
 from listcon.model.end_to_end import EndToEnd
-from listcon.model.iterative import iterative_rerank
+from listcon.model.iterative import PruneSchedule, iterative_rerank
+from listcon.model.list_scorer import ListScorer, pad_lists, queries_per_batch
 from listcon.model.losses import LOSSES, bce_loss, circle_loss, cosent_loss, triplet_loss
+from listcon.model.precision import PRECISIONS, autocast, resolve_precision
 from listcon.model.ranker import CheckpointError, ListConRanker, ListConRankerConfig
 
 __all__ = [
     "LOSSES",
+    "PRECISIONS",
     "CheckpointError",
     "EncoderInfo",
     "EndToEnd",
     "ListConRanker",
     "ListConRankerConfig",
+    "ListScorer",
+    "PruneSchedule",
     "TextEncoder",
+    "autocast",
     "bce_loss",
     "circle_loss",
     "cosent_loss",
     "default_model_path",
     "iterative_rerank",
     "mean_pool",
+    "pad_lists",
+    "queries_per_batch",
+    "resolve_precision",
     "triplet_loss",
 ]

@@ -18,6 +18,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from listcon.model.precision import autocast, resolve_precision
+
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
@@ -60,7 +62,7 @@ class TextEncoder:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 32,
-        half_precision: bool = False,
+        precision: str = "auto",
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -77,8 +79,7 @@ class TextEncoder:
         self.normalize = normalize
         self.max_length = max_length or _configured_max_length(source if local else None, self.tokenizer)
         self.batch_size = batch_size
-        # Mixed precision only on GPU: bf16 on this class of CPU is pathologically slow.
-        self.autocast = half_precision and self.device.type == "cuda"
+        self.precision = resolve_precision(precision, self.device)
         self._fingerprint: str | None = None
 
     @property
@@ -103,7 +104,8 @@ class TextEncoder:
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled (and optionally normalised) features of tokenised input; differentiable."""
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
+        # fp32 enters no autocast region at all, so an outer one (bf16 training) stays in force.
+        with autocast(self.precision, self.device):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
         pooled = pooled.float()

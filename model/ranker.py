@@ -13,7 +13,7 @@ where h is the projected feature before the type embedding and z the Transformer
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listcon.model.attention import ATTENTIONS, attention_mask
+from listcon.schemas import ConfigError, build, check_choices, choice, option
 
 FEATURES = ("fused", "list", "original")
 CONFIG_FILE = "config.json"
@@ -34,28 +35,28 @@ class CheckpointError(ValueError):
     """A checkpoint directory that is missing, corrupted, or does not fit the model."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ListConRankerConfig:
     """Shape and variant of the listwise head; stored in every checkpoint as config.json."""
 
-    embed_dim: int = 384
-    hidden_size: int = 384
-    num_heads: int = 12
-    num_layers: int = 2
-    ffn_size: int = 2048
-    dropout: float = 0.1
-    attention: str = "list"
-    features: str = "fused"
-    layer_norm_eps: float = 1e-5
+    embed_dim: int = option(384, "width of the encoder features (set from the cache when training)", flag=False)
+    hidden_size: int = option(384, "list width (a linear projection maps embed_dim to it when they differ)")
+    num_heads: int = option(12, "attention heads of the ListTransformer")
+    num_layers: int = option(2, "ListTransformer layers")
+    ffn_size: int = option(2048, "feed-forward width of each layer")
+    dropout: float = option(0.1, "dropout in the ListTransformer")
+    attention: str = choice("list", ATTENTIONS, "list: ListAttention (the paper); bidirectional; passage")
+    features: str = choice("fused", FEATURES, "fused: both score branches (the paper); list or original only")
+    layer_norm_eps: float = option(1e-5, "LayerNorm epsilon", flag=False)
     # Not in the paper: score = sigmoid(a * cos(h_q, h_i) + b * head_logit) with a, b learned and
     # initialised (a=10, b=0) so the untrained head ranks exactly like the first stage.
-    first_stage_prior: bool = False
+    first_stage_prior: bool = option(False, "score = sigmoid(a*cos + b*head), starting as the first stage (not in the paper)")
 
     def __post_init__(self) -> None:
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
-        if self.features not in FEATURES:
-            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
+        check_choices(self)
+        for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "ffn_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"
@@ -63,12 +64,11 @@ class ListConRankerConfig:
 
     @classmethod
     def from_dict(cls, saved: dict) -> "ListConRankerConfig":
-        """Rebuild from a saved dict, refusing keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(saved) - known)
-        if unknown:
-            raise CheckpointError(f"config has unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**saved)
+        """Rebuild from a saved dict, refusing keys, types or values this version does not know."""
+        try:
+            return build(cls, saved, "head")
+        except ConfigError as err:
+            raise CheckpointError(f"checkpoint config: {err}") from None
 
 
 class SelfAttention(nn.Module):

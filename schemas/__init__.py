@@ -10,12 +10,14 @@ from listcon.schemas.embeddings import (
     encoder_metadata,
     vectors_table,
 )
+from listcon.schemas.config import ConfigError, build, check_choices, choice, option, to_dict
 from listcon.schemas.errors import DataError
 from listcon.schemas.records import CORPUS, QRELS, QUERIES, check_known_ids, check_unique_ids, passage_text
 
 __all__ = [
     "CANDIDATES",
     "CORPUS",
+    "ConfigError",
     "DataError",
     "ENCODER_FIELDS",
     "QRELS",
@@ -23,11 +25,16 @@ __all__ = [
     "RANKINGS",
     "TRAINING_LISTS",
     "VECTOR_DTYPES",
+    "build",
+    "check_choices",
     "check_finite",
     "check_known_ids",
     "check_unique_ids",
+    "choice",
     "embedding_schema",
     "encoder_metadata",
+    "option",
     "passage_text",
+    "to_dict",
     "vectors_table",
 ]

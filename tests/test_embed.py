@@ -15,10 +15,12 @@ import pytest
 
 from conftest import data_dir
 from listcon.jobs.cli import main
-from listcon.pipeline.embed import RayOptions, embed_texts
-from listcon.pipeline.embedding_cache import CacheMismatchError, EmbeddingCache
-from listcon.pipeline.encode_batch import EncoderSettings
-from listcon.pipeline.readers import read_corpus
+from listcon.jobs.config import EmbedOptions, RayOptions
+from listcon.jobs.embed_job import ray_encoder
+from listcon.pipeline.encoding.embed import embed_texts
+from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
+from listcon.pipeline.encoding.encode_batch import EncoderSettings
+from listcon.pipeline.data.readers import read_corpus
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -30,24 +32,37 @@ def test_cached_vectors_equal_the_encoder_and_reruns_are_incremental(tmp_path, t
     ids, texts = corpus.table["id"].to_pylist(), corpus.texts()
     settings = EncoderSettings(model=str(tiny_bert_dir), batch_size=16)
     uri = str(tmp_path / "passages.lance")
-    first = embed_texts(ids, texts, uri, settings, lambda: RayOptions(chunk_rows=20), progress=False)
+    on_ray = ray_encoder(RayOptions())
+    first = embed_texts(ids, texts, uri, settings, on_ray, chunk_rows=20, progress=False)
     assert (first.encoded, first.skipped) == (82, 0)
     cache = EmbeddingCache(uri)
     expected = settings.load().encode(texts)
     np.testing.assert_allclose(cache.take(ids), expected, rtol=0, atol=1e-5)
 
-    again = embed_texts(ids, texts, uri, settings, lambda: pytest.fail("Ray must not start for a no-op"), progress=False)
+    again = embed_texts(ids, texts, uri, settings, lambda *_: pytest.fail("nothing may be encoded for a no-op"),
+                        progress=False)
     assert (again.encoded, again.skipped, again.version) == (0, 82, first.version)
 
     changed = list(texts)
     changed[3] = "an edited abstract about the cell"
     more_ids, more_texts = [*ids[1:], "new-1"], [*changed[1:], "a brand new passage"]
-    third = embed_texts(more_ids, more_texts, uri, settings, lambda: RayOptions(chunk_rows=20), progress=False)
+    third = embed_texts(more_ids, more_texts, uri, settings, on_ray, chunk_rows=20, progress=False)
     assert (third.encoded, third.skipped, third.stale) == (2, 80, 1)
     cache = EmbeddingCache(uri)
     np.testing.assert_allclose(cache.take([ids[3], "new-1"]), settings.load().encode([changed[3], "a brand new passage"]), atol=1e-5)
-    pruned = embed_texts(more_ids, more_texts, uri, settings, lambda: RayOptions(), prune=True, progress=False)
+    pruned = embed_texts(more_ids, more_texts, uri, settings, on_ray, prune=True, progress=False)
     assert pruned.encoded == 0 and sorted(EmbeddingCache(uri).ids()) == sorted(more_ids)
+
+
+def test_the_ray_stream_yields_one_result_per_encoder_batch(tiny_bert_dir, ray_session):
+    """What the progress bar advances on: every encoder batch, not every commit."""
+    import pyarrow as pa
+
+    texts = [f"cell study number {i}" for i in range(50)]
+    work = pa.table({"id": [str(i) for i in range(50)], "text": texts, "content_hash": ["h"] * 50})
+    settings = EncoderSettings(model=str(tiny_bert_dir), batch_size=8)
+    sizes = [len(b["id"]) for b in ray_encoder(RayOptions(), EmbedOptions(chunk_rows=1024))(work, settings)]
+    assert sorted(sizes) == sorted([8] * 6 + [2])
 
 
 def test_another_encoder_is_refused_unless_rebuilt(tmp_path, tiny_bert_dir, ray_session):
@@ -79,7 +94,8 @@ def table_state(uri: str) -> dict[str, np.ndarray]:
     return dict(zip(table["id"].to_pylist(), vectors))
 
 
-def test_a_killed_embed_job_resumes_to_the_uninterrupted_table(tmp_path, tiny_bert_dir, ray_session):
+@pytest.mark.parametrize("kill_at", [3, pytest.param(9, marks=pytest.mark.slow), pytest.param(20, marks=pytest.mark.slow)])
+def test_a_killed_embed_job_resumes_to_the_uninterrupted_table(tmp_path, tiny_bert_dir, ray_session, kill_at):
     data = data_dir("medline")
     args = ["embed", str(data), "--model", str(tiny_bert_dir), "--chunk-rows", "16", "--batch-size", "4", "--no-progress"]
     killed = tmp_path / "killed"
@@ -91,7 +107,7 @@ def test_a_killed_embed_job_resumes_to_the_uninterrupted_table(tmp_path, tiny_be
     try:
         while time.time() < deadline and proc.poll() is None:
             try:
-                if lance.dataset(uri).version >= 3:  # a few chunks committed, more to come
+                if lance.dataset(uri).version >= kill_at:  # some chunks committed, more to come
                     break
             except (ValueError, OSError):
                 pass
@@ -116,7 +132,7 @@ def test_a_killed_embed_job_resumes_to_the_uninterrupted_table(tmp_path, tiny_be
         np.testing.assert_array_equal(resumed[k], v)
 
 
-@pytest.mark.parametrize("name", ["adi"])
+@pytest.mark.parametrize("name", ["adi", pytest.param("medline", marks=pytest.mark.slow)])
 def test_packaged_minilm_vectors_in_the_table_equal_the_encoder(tmp_path, ray_session, name):
     corpus = read_corpus(data_dir(name))
     ids, texts = corpus.table["id"].to_pylist(), corpus.texts()

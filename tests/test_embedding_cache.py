@@ -7,8 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from listcon.pipeline.embedding_cache import CacheMismatchError, EmbeddingCache, MissingPassagesError, content_hash
-from listcon.pipeline.encode_batch import EncodeBatch, EncoderSettings
+from listcon.pipeline.store.lance_tables import TableError
+from listcon.pipeline.store.ranked_lists import read_provenance
+from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache, MissingPassagesError, content_hash
+from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 from listcon.schemas import DataError, embedding_schema, vectors_table
 
 META = {"model": "m", "fingerprint": "abc", "pooling": "mean", "normalize": False, "max_length": 128}
@@ -103,3 +105,17 @@ def test_nan_vectors_are_refused_naming_the_ids(tiny_bert_dir, tmp_path):
              "content_hash": np.array(["h", "h"], dtype=object)}
     with pytest.raises(DataError, match=r"2 vector\(s\) contain NaN or inf, e.g. ids \['p1', 'p2'\]"):
         EncodeBatch(EncoderSettings(model=str(broken)))(batch)
+
+
+def test_no_table_is_not_an_error_but_a_broken_one_is(tmp_path):
+    assert not EmbeddingCache(tmp_path / "absent.lance").exists
+    (tmp_path / "file.lance").write_text("not a table")
+    with pytest.raises(TableError, match=r"cannot open the Lance table at .*file.lance"):
+        EmbeddingCache(tmp_path / "file.lance")
+    broken = tmp_path / "broken.lance" / "_versions"
+    broken.mkdir(parents=True)
+    (broken / "1.manifest").write_text("garbage")
+    with pytest.raises(TableError, match="broken.lance"):
+        EmbeddingCache(tmp_path / "broken.lance")
+    with pytest.raises(TableError):
+        read_provenance(str(tmp_path / "broken.lance"))

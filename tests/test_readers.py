@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import data_dir
-from listcon.pipeline.readers import judged_queries, read_corpus, read_qrels, read_queries
+from listcon.pipeline.data.readers import judged_queries, read_corpus, read_qrels, read_queries
 from listcon.schemas import DataError, passage_text
 
 

@@ -13,16 +13,25 @@ from scipy.stats import ttest_rel
 
 from conftest import data_dir
 from listcon.jobs.cli import main
-from listcon.jobs.rerank_job import run_rerank
-from listcon.model import ListConRanker, ListConRankerConfig
-from listcon.pipeline.embedding_cache import EmbeddingCache, MissingPassagesError
-from listcon.pipeline.evaluate import per_query
-from listcon.pipeline.ranked_lists import iter_lists, read_provenance, read_ranked, read_trec, write_ranked
-from listcon.pipeline.readers import read_qrels
-from listcon.pipeline.rerank import Reranker, RerankSettings, candidate_lists, checkpoint_fingerprint
-from listcon.pipeline.rerank_shard import RerankShard
-from listcon.pipeline.shards import ShardStore
-from listcon.pipeline.workdir import Workdir
+from listcon.jobs.config import Config, RerankOptions
+from listcon.jobs.rerank_job import rerank
+from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
+from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
+from listcon.pipeline.evaluation.evaluate import per_query
+from listcon.pipeline.rerank.cached import CachedReranker, checkpoint_fingerprint
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.ranked_lists import (
+    candidate_lists,
+    iter_lists,
+    read_provenance,
+    read_ranked,
+    read_trec,
+    write_ranked,
+)
+from listcon.pipeline.data.readers import read_qrels
+from listcon.pipeline.rerank.shard import RerankShard
+from listcon.pipeline.store.shards import ShardStore
+from listcon.pipeline.store.workdir import Workdir
 from listcon.schemas import CANDIDATES, RANKINGS, DataError
 
 
@@ -39,9 +48,14 @@ def lists_of(work: Workdir) -> list[tuple[str, list[str]]]:
     return candidate_lists(candidates, list(dict.fromkeys(candidates["query_id"].to_pylist())))
 
 
-def reranker(work: Workdir, head_dir, **settings) -> Reranker:
-    return Reranker(ListConRanker.from_pretrained(head_dir), EmbeddingCache(work.passages), EmbeddingCache(work.queries),
-                    RerankSettings(**settings))
+def reranker(work: Workdir, head_dir, theta: int = 20, **settings) -> CachedReranker:
+    return CachedReranker(ListConRanker.from_pretrained(head_dir), EmbeddingCache(work.passages),
+                          EmbeddingCache(work.queries), RerankSettings(**settings), PruneSchedule(theta=theta))
+
+
+def job_config(work: Workdir, head_dir, run_name: str = "listcon", shard_size: int = 32) -> Config:
+    return Config(data=str(data_dir("adi")), workdir=str(work.root),
+                  rerank=RerankOptions(model_dir=str(head_dir), run_name=run_name, shard_size=shard_size))
 
 
 @pytest.mark.parametrize("ragged", [False, True])
@@ -129,20 +143,20 @@ def test_a_head_for_other_features_is_refused(adi_embedded, tmp_path, caplog):
 def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ray_session):
     work = Workdir(adi_embedded)
     data = str(data_dir("adi"))
-    reference = read_ranked(run_rerank(data, work, "test", str(head_dir), run_name="reference", shard_size=4, progress=False))
+    reference = read_ranked(rerank(job_config(work, head_dir, "reference", 4), progress=False).uri)
     # A finished run tells the provenance its shards are keyed by; then recreate what a killed
     # run leaves behind: a few finished shards (made by the same worker) and no final run file.
-    run_rerank(data, work, "test", str(head_dir), run_name="resumed", shard_size=4, progress=False)
+    rerank(job_config(work, head_dir, "resumed", 4), progress=False)
     shards_dir = work.root / "rankings" / ".test.resumed.shards"
     assert not shards_dir.exists()  # cleared after a successful run
     store = ShardStore(shards_dir, read_provenance(work.rankings("test.resumed")))
-    worker = RerankShard(str(head_dir), work.passages, work.queries, RerankSettings(), store)
+    worker = RerankShard(str(head_dir), work.passages, work.queries, RerankSettings(), PruneSchedule(), store)
     lists = list(iter_lists(work.candidates("test"), _judged(data)))
     for shard in (0, 2, 5):
         worker.run(shard, lists[shard * 4 : shard * 4 + 4])
     work.run("test", "resumed").unlink()
     with caplog.at_level(logging.INFO):
-        resumed = read_ranked(run_rerank(data, work, "test", str(head_dir), run_name="resumed", shard_size=4, progress=False))
+        resumed = read_ranked(rerank(job_config(work, head_dir, "resumed", 4), progress=False).uri)
     assert "35 queries in 9 shards, 3 already done" in caplog.text
     assert resumed.equals(reference)
     assert read_trec(work.run("test", "resumed")) == read_trec(work.run("test", "reference"))
@@ -150,7 +164,7 @@ def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ra
 
 
 def _judged(data: str) -> list[str]:
-    from listcon.pipeline.readers import judged_queries
+    from listcon.pipeline.data.readers import judged_queries
 
     return judged_queries(data, "test")[0]["id"].to_pylist()
 
@@ -158,8 +172,8 @@ def _judged(data: str) -> list[str]:
 def test_the_report_compares_runs_with_a_paired_test(adi_embedded, head_dir, ray_session):
     work = Workdir(adi_embedded)
     data = str(data_dir("adi"))
-    run_rerank(data, work, "test", str(head_dir), progress=False)
-    run_rerank(data, work, "test", str(head_dir), RerankSettings(depth=20), run_name="listcon-top20", progress=False)
+    rerank(job_config(work, head_dir), progress=False)
+    rerank(job_config(work, head_dir), depth=20, run_name="listcon-top20", progress=False)
     assert main(["evaluate", data, "--workdir", str(adi_embedded), "--split", "test"]) == 0
     reports = work.reports("test")
     metrics = json.loads((reports / "metrics.json").read_text())

@@ -13,13 +13,13 @@ import pytest
 
 from conftest import data_dir
 from listcon.jobs.cli import main
-from listcon.pipeline import faiss_index
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.evaluate import aggregate, per_query
-from listcon.pipeline.faiss_index import IndexSpec
-from listcon.pipeline.ranked_lists import read_ranked, read_trec
-from listcon.pipeline.retrieve import retrieve
-from listcon.pipeline.workdir import Workdir
+from listcon.pipeline.retrieval import faiss_index
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.evaluation.evaluate import aggregate, per_query
+from listcon.pipeline.retrieval.faiss_index import IndexSpec
+from listcon.pipeline.store.ranked_lists import read_ranked, read_trec
+from listcon.pipeline.retrieval.retrieve import retrieve
+from listcon.pipeline.store.workdir import Workdir
 from listcon.schemas import CANDIDATES, QRELS
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -11,11 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from listcon.model import ListConRanker, TextEncoder
-from listcon.pipeline.mining import MiningSettings, mine
-from listcon.pipeline.train import CachedFeatures, EncodedFeatures, Lists, TrainSettings, Validation, fit
+from listcon.pipeline.training.mining import MiningSettings, mine
+from listcon.model import ListConRankerConfig, PruneSchedule
+from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation
+from listcon.pipeline.training.loop import TrainSettings, fit
 from listcon.schemas import CANDIDATES, QRELS, TRAINING_LISTS
 
-HEAD = {"hidden_size": 16, "num_heads": 2, "ffn_size": 32, "num_layers": 1}
+HEAD = ListConRankerConfig(hidden_size=16, num_heads=2, ffn_size=32, num_layers=1)
+SCHEDULE = PruneSchedule(theta=5, min_drop=2)
 
 
 def candidates_table(queries: int = 6, depth: int = 40) -> pa.Table:
@@ -88,7 +92,7 @@ def synthetic(queries: int = 200, per_list: int = 12, dim: int = 16, seed: int =
 
 
 def settings(**overrides) -> TrainSettings:
-    base = dict(epochs=3, batch_size=8, lr=1e-2, patience=5, theta=5, min_drop=2, head=HEAD)
+    base = dict(epochs=3, batch_size=8, lr=1e-2, patience=5, head=HEAD)
     base.update(overrides)
     return TrainSettings(**base)
 
@@ -99,7 +103,7 @@ def weights(directory) -> dict[str, torch.Tensor]:
 
 def test_the_loop_learns_and_keeps_the_best_epoch(tmp_path):
     train, validation, features = synthetic()
-    result = fit(train, validation, features, settings(epochs=6), tmp_path / "out", progress=False)
+    result = fit(train, validation, features, settings(epochs=6), tmp_path / "out", schedule=SCHEDULE)
     assert result.best_metric > 0.9
     assert result.best_epoch == 1 + max(range(6), key=lambda e: (result.history[e]["val_ndcg@10"], -e))
     saved = json.loads((tmp_path / "out" / "train_settings.json").read_text())
@@ -109,14 +113,14 @@ def test_the_loop_learns_and_keeps_the_best_epoch(tmp_path):
 @pytest.mark.parametrize("loss", ["bce", "triplet", "cosent"])
 def test_every_ablation_loss_trains(tmp_path, loss):
     train, validation, features = synthetic()
-    result = fit(train, validation, features, settings(epochs=4, loss=loss), tmp_path / loss, progress=False)
+    result = fit(train, validation, features, settings(epochs=4, loss=loss), tmp_path / loss, schedule=SCHEDULE)
     assert result.best_metric > 0.8
 
 
 def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
     train, validation, features = synthetic()
-    fit(train, validation, features, settings(), tmp_path / "a", progress=False)
-    fit(train, validation, features, settings(), tmp_path / "b", progress=False)
+    fit(train, validation, features, settings(), tmp_path / "a", schedule=SCHEDULE)
+    fit(train, validation, features, settings(), tmp_path / "b", schedule=SCHEDULE)
     a = load_file(str(next((tmp_path / "a" / "checkpoints").glob("epoch-*")) / "module.safetensors"))
     b = load_file(str(next((tmp_path / "b" / "checkpoints").glob("epoch-*")) / "module.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -129,9 +133,9 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        fit(train, validation, features, settings(), tmp_path / "c", on_epoch=die_after_two, progress=False)
+        fit(train, validation, features, settings(), tmp_path / "c", on_epoch=die_after_two, schedule=SCHEDULE)
     assert [p.name for p in (tmp_path / "c" / "checkpoints").glob("epoch-*")] == ["epoch-0002"]
-    result = fit(train, validation, features, settings(), tmp_path / "c", progress=False)
+    result = fit(train, validation, features, settings(), tmp_path / "c", schedule=SCHEDULE)
     c = load_file(str(next((tmp_path / "c" / "checkpoints").glob("epoch-*")) / "module.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
@@ -147,10 +151,29 @@ def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
     val = Validation([("q5", [f"p{k}" for k in range(10)])],
                      pa.Table.from_pylist([{"query_id": "q5", "passage_id": "p5", "relevance": 1}], schema=QRELS))
     features = EncodedFeatures(encoder, passages, queries)
-    result = fit(lists, val, features, settings(stage=2, epochs=1, batch_size=3, head={**HEAD, "num_heads": 4}),
-                 tmp_path / "e2e", progress=False)
+    result = fit(lists, val, features, settings(stage=2, epochs=1, batch_size=3, head=replace(HEAD, num_heads=4)),
+                 tmp_path / "e2e", schedule=SCHEDULE)
     assert result.epochs_run == 1
     changed = [k for k, v in encoder.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "stage 2 must update the encoder"
     reloaded = TextEncoder(tmp_path / "e2e" / "encoder")
     np.testing.assert_allclose(reloaded.encode(["cell study"]), encoder.encode(["cell study"]), atol=1e-5)
+
+
+def test_without_held_out_queries_the_lowest_loss_epoch_is_saved(tmp_path):
+    """holdout_fraction = 0 still produces a loadable head (the best epoch by training loss)."""
+    train, _, features = synthetic()
+    result = fit(train, None, features, settings(epochs=3), tmp_path / "out", schedule=SCHEDULE)
+    losses = [h["loss"] for h in result.history]
+    assert result.best_epoch == 1 + min(range(3), key=lambda e: (losses[e], e))
+    assert all(h["val_ndcg@10"] is None for h in result.history)
+    head = ListConRanker.from_pretrained(tmp_path / "out")
+    assert head.config.hidden_size == 16
+
+
+def test_training_leaves_the_callers_random_state_alone(tmp_path):
+    train, validation, features = synthetic(queries=40)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    fit(train, validation, features, settings(epochs=1), tmp_path / "out", schedule=SCHEDULE)
+    assert torch.equal(torch.get_rng_state(), before)

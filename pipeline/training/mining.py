@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from listcon.pipeline.rerank import candidate_lists
-from listcon.schemas import TRAINING_LISTS
+from listcon.pipeline.store.ranked_lists import candidate_lists
+from listcon.schemas import TRAINING_LISTS, check_choices, choice, option
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +27,17 @@ SAMPLINGS = ("top", "uniform")
 class MiningSettings:
     """How training lists are drawn (part of the mine job's config)."""
 
-    list_size: int = 20
-    max_positives: int = 4
-    depth: int = 100  # negatives come from the top-`depth` candidates
-    sampling: str = "uniform"  # top: the highest-ranked negatives; uniform: a random draw from the top-`depth`
-    holdout_fraction: float = 0.1
-    seed: int = 0
+    list_size: int = option(20, "passages per training list")
+    max_positives: int = option(4, "most positives per list")
+    depth: int = option(100, "negatives come from the top-N candidates")
+    sampling: str = choice("uniform", SAMPLINGS, "top: the highest-ranked negatives; uniform: a random draw from the top-N")
+    holdout_fraction: float = option(0.1, "fraction of queries held out for validation")
+    seed: int = option(0, "seed of the negative draw and the holdout")
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        check_choices(self)
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 1 <= self.max_positives < self.list_size:
             raise ValueError(f"need 1 <= max_positives < list_size, got {self.max_positives} and {self.list_size}")
 

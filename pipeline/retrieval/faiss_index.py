@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from listcon.pipeline.atomic import swap_dir
+from listcon.pipeline.store.atomic import swap_dir
+from listcon.schemas import check_choices, choice, option
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,16 @@ IDS_FILE = "ids.arrow"
 class IndexSpec:
     """How the index is built and searched (part of the index job's config)."""
 
-    kind: str = "flat"
-    metric: str = "cosine"
-    nlist: int | None = None  # IVF lists; None: about 4 * sqrt(n)
-    nprobe: int = 32  # IVF lists searched
-    hnsw_m: int = 32
-    ef_search: int = 256
-    use_gpu: bool = True  # when faiss-gpu and a GPU are present
+    kind: str = choice("flat", KINDS, "flat: exact; ivf and hnsw: approximate")
+    metric: str = choice("cosine", METRICS, "cosine over normalised copies, or raw inner product")
+    nlist: int | None = option(None, "IVF lists (default: about 4*sqrt(n))")
+    nprobe: int = option(32, "IVF lists searched")
+    hnsw_m: int = option(32, "HNSW links per node")
+    ef_search: int = option(256, "HNSW search breadth")
+    use_gpu: bool = option(True, "search on the GPU where faiss-gpu and a GPU are present")
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"index kind must be one of {KINDS}, got {self.kind!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        check_choices(self)
 
 
 @dataclass(frozen=True)

@@ -11,29 +11,31 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from listcon.model import TextEncoder
-from listcon.schemas import VECTOR_DTYPES, check_finite
+from listcon.model import PRECISIONS, TextEncoder
+from listcon.model.encoder import POOLINGS
+from listcon.schemas import VECTOR_DTYPES, check_choices, check_finite, choice, option
 
 
 @dataclass(frozen=True)
 class EncoderSettings:
     """Which encoder and how its vectors are stored; part of every embed job's config."""
 
-    model: str | None = None  # None: the packaged all-MiniLM-L6-v2
-    pooling: str = "mean"
-    normalize: bool = False
-    max_length: int | None = None
-    dtype: str = "float32"  # storage precision of the vectors: float32 | float16
-    batch_size: int = 64
-    half_precision: bool = False  # fp16 autocast for the encoder on GPU (ignored on CPU)
+    model: str | None = option(None, "local HF model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+    pooling: str = choice("mean", POOLINGS, "mean: masked mean pooling (the released method); cls")
+    normalize: bool = option(False, "L2-normalise stored vectors (the released method does not)")
+    max_length: int | None = option(None, "token limit (default: the model's configured one)")
+    dtype: str = choice("float32", tuple(sorted(VECTOR_DTYPES)), "storage precision of the vectors")
+    batch_size: int = option(64, "texts per encoder batch")
+    precision: str = choice("auto", PRECISIONS, "encoder arithmetic: auto is bf16 autocast on CUDA, fp32 on CPU")
 
     def __post_init__(self) -> None:
-        if self.dtype not in VECTOR_DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(VECTOR_DTYPES)}, got {self.dtype!r}")
+        check_choices(self)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
     def load(self, device: str | None = None) -> TextEncoder:
         return TextEncoder(self.model, pooling=self.pooling, normalize=self.normalize, max_length=self.max_length,
-                           device=device, batch_size=self.batch_size, half_precision=self.half_precision)
+                           device=device, batch_size=self.batch_size, precision=self.precision)
 
     def expected_metadata(self, encoder: TextEncoder) -> dict:
         """The metadata an embedding table written by ``encoder`` under these settings carries."""

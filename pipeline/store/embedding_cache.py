@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from listcon.pipeline.store.lance_tables import open_table
 from listcon.schemas import ENCODER_FIELDS, DataError, encoder_metadata
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,8 @@ class EmbeddingCache:
     # -- state ---------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-open at the latest committed version (drops the id index)."""
-        try:
-            self._dataset = lance.dataset(self.uri)
-        except (ValueError, FileNotFoundError, OSError):
-            self._dataset = None
+        """Re-open at the latest committed version (drops the id index); no table is not an error, a broken one is."""
+        self._dataset = open_table(self.uri)
         self._positions = None
 
     @property

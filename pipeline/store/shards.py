@@ -23,9 +23,13 @@ class ShardStore:
     def __init__(self, root: str | Path, provenance: dict) -> None:
         key = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:16]
         self.directory = Path(root) / key
-        for stale in Path(root).glob("*") if Path(root).is_dir() else []:
+
+    def discard_others(self) -> None:
+        """Delete the shards of other inputs under the same root (a job calls this when it starts)."""
+        root = self.directory.parent
+        for stale in root.glob("*") if root.is_dir() else []:
             if stale != self.directory:
-                shutil.rmtree(stale, ignore_errors=True)  # shards of other inputs are useless now
+                shutil.rmtree(stale, ignore_errors=True)
 
     def path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard:06d}.parquet"

@@ -9,21 +9,22 @@ import time
 
 import torch
 
-from listcon.model import ListConRanker
-from listcon.pipeline.embedding_cache import EmbeddingCache
-from listcon.pipeline.rerank import Reranker, RerankSettings
-from listcon.pipeline.shards import ShardStore
+from listcon.model import ListConRanker, PruneSchedule
+from listcon.pipeline.rerank.cached import CachedReranker
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.shards import ShardStore
 
 
 class RerankShard:
     """``worker.run(shard, lists)`` reranks ``lists`` and stores them as shard ``shard``."""
 
     def __init__(self, model_dir: str, passages_uri: str, queries_uri: str, settings: RerankSettings,
-                 store: ShardStore, threads: int | None = None) -> None:
+                 schedule: PruneSchedule, store: ShardStore, threads: int | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
         model = ListConRanker.from_pretrained(model_dir)
-        self.reranker = Reranker(model, EmbeddingCache(passages_uri), EmbeddingCache(queries_uri), settings)
+        self.reranker = CachedReranker(model, EmbeddingCache(passages_uri), EmbeddingCache(queries_uri), settings, schedule)
         self.store = store
 
     def run(self, shard: int, lists: list[tuple[str, list[str]]]) -> tuple[int, int, dict[str, float]]:

@@ -2,6 +2,8 @@
 
 Writes ``metrics.json``, ``report.md`` and PNG plots (metric per run, metric vs number of
 candidates reranked, per-query delta histogram) into one directory, atomically per file.
+Figures are drawn on ``matplotlib.figure.Figure`` directly: no pyplot state and no backend
+switch, so a notebook's matplotlib setup is left as it was.
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ import json
 import re
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from listcon.pipeline.atomic import write_text  # noqa: E402
-from listcon.pipeline.evaluate import aggregate, paired_test  # noqa: E402
+from listcon.pipeline.evaluation.evaluate import aggregate, paired_test
+from listcon.pipeline.store.atomic import write_text
 
 DEPTH_RUN = re.compile(r"^(?P<base>.+)-top(?P<depth>\d+)$")
 SIGNIFICANCE = 0.05
@@ -59,7 +58,8 @@ def markdown(title: str, summary: dict, measures: list[str], baseline: str | Non
 
 def plot_metric_per_run(path: Path, summary: dict, measure: str) -> None:
     runs = list(summary)
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs)), 3.5))
+    fig = Figure(figsize=(max(5, 1.2 * len(runs)), 3.5))
+    ax = fig.subplots()
     ax.bar(runs, [summary[r][measure]["mean"] for r in runs], color="#4c72b0")
     ax.set_ylabel(measure)
     ax.set_title(f"{measure} per run")
@@ -68,7 +68,6 @@ def plot_metric_per_run(path: Path, summary: dict, measure: str) -> None:
         label.set_horizontalalignment("right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_metric_vs_depth(path: Path, summary: dict, measure: str, baseline: str | None, full_depth: dict[str, int]) -> bool:
@@ -83,7 +82,8 @@ def plot_metric_vs_depth(path: Path, summary: dict, measure: str, baseline: str 
             series[base][depth] = summary[base][measure]["mean"]
     if not series:
         return False
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
     for base, points in series.items():
         depths = sorted(points)
         ax.plot(depths, [points[d] for d in depths], marker="o", label=base)
@@ -96,14 +96,14 @@ def plot_metric_vs_depth(path: Path, summary: dict, measure: str, baseline: str 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
 def plot_delta_histogram(path: Path, per_run: dict, run: str, baseline: str, measure: str) -> None:
     values, base = per_run[run][measure], per_run[baseline][measure]
     deltas = [values[q] - base[q] for q in sorted(values.keys() & base.keys())]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
     ax.hist(deltas, bins=30, color="#55a868")
     ax.axvline(0, color="black", linewidth=0.8)
     better, worse = sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
@@ -112,7 +112,6 @@ def plot_delta_histogram(path: Path, per_run: dict, run: str, baseline: str, mea
     ax.set_ylabel("queries")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(directory: str | Path, title: str, per_run: dict, measures: list[str], baseline: str | None,

@@ -1,8 +1,13 @@
-"""The embed step: encode what is new or changed into the cache, as a Ray Data job.
+"""The embed step: encode what is new or changed into the cache.
 
 Incremental: texts are keyed by id + content hash; unchanged ones are skipped. Resumable:
 output is committed to Lance every ``chunk_rows`` rows, so a killed job loses at most the
 chunk in flight, and the rerun plans again from what was committed.
+
+Where the encoding runs is the caller's choice: ``encode`` turns the table of texts to
+encode into a stream of encoded batches. By default that happens in this process
+(``encode_here``); the embed job passes a Ray Data pipeline of encoder actors. It is
+called only when something needs encoding, so a no-op rerun never starts Ray.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,14 +24,16 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from listcon.pipeline.atomic import swap_dir
-from listcon.pipeline.embedding_cache import EmbeddingCache, content_hash, is_local
-from listcon.pipeline.encode_batch import EncodeBatch, EncoderSettings
+from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
+from listcon.pipeline.store.atomic import swap_dir
+from listcon.pipeline.store.embedding_cache import EmbeddingCache, content_hash, is_local
 from listcon.schemas import ENCODER_FIELDS, embedding_schema, vectors_table
 
 log = logging.getLogger(__name__)
 
 COMPACT_ABOVE_FRAGMENTS = 32
+
+EncodeStream = Callable[[pa.Table, EncoderSettings], Iterator[dict]]
 
 
 @dataclass(frozen=True)
@@ -39,14 +47,11 @@ class EmbedReport:
     seconds: float
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """How the encoder actors are placed."""
-
-    concurrency: int = 1  # encoder actors
-    cpus_per_actor: float | None = None  # None: the cluster's CPUs split across the actors
-    gpus_per_actor: float = 0.0
-    chunk_rows: int = 1024  # rows per Lance commit (the most a killed job can lose)
+def encode_here(work: pa.Table, settings: EncoderSettings) -> Iterator[dict]:
+    """Encode ``work`` (id, text, content_hash) in this process, one encoder batch at a time."""
+    encode = EncodeBatch(settings)
+    for batch in work.to_batches(max_chunksize=settings.batch_size):
+        yield encode({name: batch[name].to_numpy(zero_copy_only=False) for name in ("id", "text", "content_hash")})
 
 
 def embed_texts(
@@ -54,17 +59,14 @@ def embed_texts(
     texts: list[str],
     uri: str | Path,
     settings: EncoderSettings,
-    connect: Callable[[], RayOptions] = RayOptions,
+    encode: EncodeStream = encode_here,
     rebuild: bool = False,
     prune: bool = False,
+    chunk_rows: int = 1024,
     progress: bool = True,
     what: str = "passages",
 ) -> EmbedReport:
-    """Bring the embedding table at ``uri`` up to date with ``ids``/``texts``.
-
-    ``connect`` starts or attaches Ray and says how to place the encoder actors; it is
-    called only when something needs encoding, so a no-op rerun never starts Ray.
-    """
+    """Bring the embedding table at ``uri`` up to date with ``ids``/``texts``."""
     start = time.perf_counter()
     uri = str(uri)
     encoder = settings.load(device="cpu")
@@ -90,15 +92,16 @@ def embed_texts(
         schema = embedding_schema(encoder.dim, settings.dtype, {k: v for k, v in expected.items() if k not in ("dim", "dtype")})
         todo.sort(key=lambda i: -len(texts[i]))  # similar lengths share batches: less padding
         work = pa.table({"id": [ids[i] for i in todo], "text": [texts[i] for i in todo], "content_hash": [hashes[i] for i in todo]})
-        options = connect()
         pending: list[dict] = []
+        rows = 0
         with tqdm(total=len(todo), desc=f"embed {what}", unit="text", disable=not progress) as bar:
-            for batch in _encode_stream(work, settings, options):
+            for batch in encode(work, settings):
                 pending.append(batch)
-                bar.update(len(batch["id"]))
-                if sum(len(b["id"]) for b in pending) >= options.chunk_rows:
+                rows += len(batch["id"])
+                bar.update(len(batch["id"]))  # moves per encoder batch, not per commit
+                if rows >= chunk_rows:
                     cache.upsert(_chunk_table(pending, schema))
-                    pending = []
+                    pending, rows = [], 0
             cache.upsert(_chunk_table(pending, schema))
         if len(cache.dataset.get_fragments()) > COMPACT_ABOVE_FRAGMENTS:
             cache.compact()
@@ -116,21 +119,3 @@ def _chunk_table(batches: list[dict], schema: pa.Schema) -> pa.Table:
         return schema.empty_table()
     return vectors_table([i for b in batches for i in b["id"]], [h for b in batches for h in b["content_hash"]],
                          np.concatenate([b["vector"] for b in batches]), schema)
-
-
-def _encode_stream(work: pa.Table, settings: EncoderSettings, options: RayOptions):
-    """Yield the encoder actors' output batches (numpy dicts) as they complete."""
-    import ray
-
-    blocks = [work.slice(i, options.chunk_rows) for i in range(0, work.num_rows, options.chunk_rows)]
-    cpus = options.cpus_per_actor or max(1.0, ray.cluster_resources().get("CPU", 1.0) // options.concurrency)
-    dataset = ray.data.from_arrow(blocks).map_batches(
-        EncodeBatch,
-        fn_constructor_kwargs={"settings": settings, "threads": max(1, int(cpus))},
-        batch_size=settings.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=options.concurrency),
-        num_cpus=cpus,
-        num_gpus=options.gpus_per_actor or None,
-    )
-    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from listcon.pipeline import faiss_index
-from listcon.pipeline.faiss_index import IndexSpec
+from listcon.pipeline.retrieval import faiss_index
+from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.schemas import CANDIDATES
 
 log = logging.getLogger(__name__)

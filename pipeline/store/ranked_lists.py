@@ -16,6 +16,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from listcon.pipeline.store.lance_tables import open_table
 from listcon.schemas import DataError
 
 PROVENANCE_KEY = b"listcon.provenance"
@@ -23,10 +24,10 @@ PROVENANCE_KEY = b"listcon.provenance"
 
 def read_provenance(uri: str) -> dict | None:
     """The provenance stored with the table at ``uri``, or None if there is no table."""
-    try:
-        schema = lance.dataset(uri).schema
-    except (ValueError, FileNotFoundError, OSError):
+    dataset = open_table(uri)
+    if dataset is None:
         return None
+    schema = dataset.schema
     raw = (schema.metadata or {}).get(PROVENANCE_KEY)
     return json.loads(raw) if raw else None
 
@@ -48,10 +49,10 @@ def write_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: di
 
 
 def read_ranked(uri: str) -> pa.Table:
-    try:
-        return lance.dataset(uri).to_table()
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise FileNotFoundError(f"no ranked list at {uri}: {err}") from None
+    dataset = open_table(uri)
+    if dataset is None:
+        raise FileNotFoundError(f"no ranked list at {uri}")
+    return dataset.to_table()
 
 
 def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16) -> Iterator[tuple[str, list[str]]]:
@@ -67,10 +68,10 @@ def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16) ->
     ranks: list[np.ndarray] = []
     passages: list[np.ndarray] = []
     row = 0
-    try:
-        batches = lance.dataset(uri).to_batches(columns=["query_id", "passage_id", "rank"], batch_size=batch_rows)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise FileNotFoundError(f"no ranked list at {uri}: {err}") from None
+    dataset = open_table(uri)
+    if dataset is None:
+        raise FileNotFoundError(f"no ranked list at {uri}")
+    batches = dataset.to_batches(columns=["query_id", "passage_id", "rank"], batch_size=batch_rows)
     for batch in batches:
         qids = batch["query_id"].to_numpy(zero_copy_only=False)
         pids = batch["passage_id"].to_numpy(zero_copy_only=False)
@@ -98,6 +99,16 @@ def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16) ->
 def _by_rank(passages: list[np.ndarray], ranks: list[np.ndarray]) -> list[str]:
     order = np.argsort(np.concatenate(ranks), kind="stable")
     return np.concatenate(passages)[order].tolist()
+
+
+def candidate_lists(candidates: pa.Table, query_ids: list[str]) -> list[tuple[str, list[str]]]:
+    """``[(query_id, passage ids by rank)]`` for ``query_ids`` in order; a query with none gets []."""
+    ordered = candidates.sort_by([("query_id", "ascending"), ("rank", "ascending")])
+    qids = ordered["query_id"].to_numpy(zero_copy_only=False)
+    pids = ordered["passage_id"].to_numpy(zero_copy_only=False)
+    bounds = np.flatnonzero(np.r_[True, qids[1:] != qids[:-1], True]) if len(qids) else np.array([0])
+    by_query = {qids[s]: pids[s:e].tolist() for s, e in zip(bounds[:-1], bounds[1:])} if len(qids) else {}
+    return [(q, by_query.get(q, [])) for q in query_ids]
 
 
 def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag: str) -> None:

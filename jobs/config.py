@@ -1,0 +1,209 @@
+"""The one config tree: every step's settings as frozen dataclasses under ``Config``.
+
+A TOML file (``listcon run CONFIG``), the command-line flags of each step and the Python
+API all build the same ``Config``; defaults, help texts and choices live on the fields
+(see ``listcon.schemas.config``), so nothing restates them. Loading is strict: an unknown
+key, a wrong type or a bad choice is a one-line ``ConfigError`` naming the key.
+
+Sections: ``[encoder]`` ``[embed]`` ``[index]`` ``[retrieve]`` ``[schedule]`` (Algorithm 1,
+shared by rerank and training's validation) ``[train]`` (+ ``[train.mining]``,
+``[train.settings]``, ``[train.settings.head]``, ``[[train.extra]]``) ``[rerank]`` (+
+``[rerank.settings]``) ``[evaluate]`` ``[ray]``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from listcon.model import PruneSchedule
+from listcon.pipeline.encoding.encode_batch import EncoderSettings
+from listcon.pipeline.evaluation.evaluate import DEFAULT_MEASURES
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.retrieval.faiss_index import IndexSpec
+from listcon.pipeline.store.workdir import Workdir
+from listcon.pipeline.training.loop import TrainSettings
+from listcon.pipeline.training.mining import MiningSettings
+from listcon.schemas import ConfigError, build, option, to_dict
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where Ray work runs."""
+
+    address: str | None = option(None, "attach to a Ray cluster (default: a quiet local Ray on this machine)",
+                                  flag="--ray-address")
+    object_store_mb: int = option(512, "object store size of a local Ray (MiB)", flag=False)
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How the embed step reads the corpus and places its encoder actors."""
+
+    limit: int | None = option(None, "only the first N passages")
+    skip_empty: bool = option(False, "skip passages with empty text (counted) instead of failing")
+    rebuild: bool = option(False, "re-encode everything (another encoder or settings)")
+    prune: bool = option(False, "delete cached passages that are no longer in the corpus")
+    concurrency: int | None = option(None, "encoder actors (default: one per GPU, else 1)")
+    cpus_per_actor: float | None = option(None, "CPUs (and torch threads) per actor (default: all / actors)")
+    gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 where the cluster has GPUs)")
+    chunk_rows: int = option(1024, "rows per Lance commit (what a killed job can lose at most)")
+
+    def __post_init__(self) -> None:
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {self.chunk_rows}")
+
+
+@dataclass(frozen=True)
+class RetrieveOptions:
+    """First-stage depth."""
+
+    k: int = option(1000, "candidates per query")
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class ExtraSource:
+    """Another labelled collection to train on, embedded and mined in its own workdir."""
+
+    name: str = option("", "prefix of its ids in the training data")
+    data: str = option("", "its BEIR directory")
+    workdir: str = option("", "its state directory")
+    split: str = option("test", "the split whose qrels become training lists")
+
+    def __post_init__(self) -> None:
+        if not (self.name and self.data and self.workdir):
+            raise ValueError(f"an extra training source needs name, data and workdir; got {self}")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The train step: which split, where the head goes, how it runs."""
+
+    split: str = option("train", "the split to mine and train on (--split of mine and train)", flag=False)
+    k: int | None = option(None, "first-stage depth of the training split (default: mining depth)", flag=False)
+    out: str | None = option(None, "checkpoint directory (default: W/head)")
+    checkpoint: str | None = option(None, "rerank with this head instead of training one", flag=False)
+    num_workers: int = option(0, "Ray Train workers (0: train in-process)")
+    use_gpu: bool = option(False, "one Ray Train worker per GPU, DDP")
+    extra: tuple[ExtraSource, ...] = option((), "other labelled collections to train on", flag=False)
+    mining: MiningSettings = option(MiningSettings(), "hard-negative mining", flag=False)
+    settings: TrainSettings = option(TrainSettings(), "what decides the trained weights", flag=False)
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 (in-process) or more, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class RerankOptions:
+    """The rerank step: which head, how many workers, extra runs at other depths."""
+
+    model_dir: str | None = option(None, "head checkpoint (default: the one [train] trains or names)")
+    run_name: str = option("listcon", "name of the run (W/runs/S.<name>.trec)")
+    workers: int = option(1, "rerank actors")
+    shard_size: int = option(32, "queries per shard (resume granularity)")
+    depths: tuple[int, ...] = option((), "also rerank the top-N of each query at these depths (runs listcon-topN)",
+                                     flag=False)
+    settings: RerankSettings = option(RerankSettings(), "batching, precision, input policy", flag=False)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.shard_size < 1:
+            raise ValueError(f"workers and shard_size must be at least 1, got {self.workers} and {self.shard_size}")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What the report measures."""
+
+    measures: tuple[str, ...] = option(DEFAULT_MEASURES, "ir-measures names; the first is the headline")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole job: data, workdir and every step's settings."""
+
+    data: str = option("", "BEIR directory (or a corpus file)")
+    workdir: str = option("", "state directory (tables, index, runs, reports)")
+    lance_root: str | None = option(None, "put the Lance tables under this URI (e.g. s3://bucket/path)")
+    split: str = option("test", "the split that is retrieved, reranked and evaluated")
+    encoder: EncoderSettings = option(EncoderSettings(), "", flag=False)
+    embed: EmbedOptions = option(EmbedOptions(), "", flag=False)
+    index: IndexSpec = option(IndexSpec(), "", flag=False)
+    retrieve: RetrieveOptions = option(RetrieveOptions(), "", flag=False)
+    schedule: PruneSchedule = option(PruneSchedule(), "", flag=False)
+    train: TrainOptions = option(TrainOptions(), "", flag=False)
+    rerank: RerankOptions = option(RerankOptions(), "", flag=False)
+    evaluate: EvaluateOptions = option(EvaluateOptions(), "", flag=False)
+    ray: RayOptions = option(RayOptions(), "", flag=False)
+
+    @property
+    def work(self) -> Workdir:
+        if not self.workdir:
+            raise ConfigError("the config must name `workdir` (the state directory)")
+        return Workdir(Path(self.workdir), self.lance_root)
+
+    def need_data(self) -> str:
+        if not self.data:
+            raise ConfigError("the config must name `data` (a BEIR directory or a corpus file)")
+        return self.data
+
+    @property
+    def head_dir(self) -> str:
+        """The head checkpoint the rerank step uses."""
+        return self.rerank.model_dir or self.train.checkpoint or self.train.out or str(self.work.root / "head")
+
+    def for_collection(self, extra: ExtraSource) -> "Config":
+        """The same settings pointed at another collection and its own workdir (empty passages skipped)."""
+        return replace(self, data=extra.data, workdir=extra.workdir, lance_root=None, split=extra.split,
+                       embed=replace(self.embed, skip_empty=True, limit=None, prune=False))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML config strictly; relative paths stay relative to the current directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    for key in ("data", "workdir"):
+        if key not in raw:
+            raise ConfigError(f"{path} must name `{key}`")
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict) -> Config:
+    return build(Config, raw)
+
+
+def as_toml(config: Config) -> str:
+    """The resolved tree as TOML (unset options appear as comments), loadable again."""
+    lines: list[str] = []
+    _emit(to_dict(config), [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _emit(table: dict, path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_list(v)}
+    if path:
+        lines += ["", f"[{'.'.join(path)}]"]
+    for key, value in scalars.items():
+        lines.append(f"# {key} = (unset)" if value is None else f"{key} = {json.dumps(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _emit(value, [*path, key], lines)
+        elif _is_table_list(value):
+            for item in value:
+                lines += ["", f"[[{'.'.join([*path, key])}]]"]
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items() if v is not None]
+
+
+def _is_table_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)

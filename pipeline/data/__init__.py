@@ -1,0 +1,1 @@
+"""Reading collections (BEIR directories, JSONL, Parquet, Lance) and downloading public ones."""

@@ -1,0 +1,1 @@
+"""Evaluation through ir-measures and the report (Markdown, JSON, plots)."""

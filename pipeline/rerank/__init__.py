@@ -1,0 +1,1 @@
+"""Reranking: the cached-feature reranker, its Ray worker, the re-encode baseline and the notebook-facing Reranker."""

@@ -1,0 +1,148 @@
+"""The reranker object for notebooks and scripts: a head checkpoint plus (optionally) a
+workdir whose caches hold the passage and query features.
+
+``Reranker.rerank(run)`` reranks a run (``{qid: [docnos best first]}``, a TREC run file or
+a DataFrame) over cached features and returns PyTerrier's columns; ``Reranker.rank(query,
+passages)`` encodes texts with the head's encoder and needs no workdir.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from listcon.model import ListConRanker, PruneSchedule, TextEncoder
+from listcon.pipeline.rerank.cached import CachedReranker, check_dim, make_scorer
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import read_trec
+from listcon.pipeline.store.workdir import Workdir
+from listcon.pipeline.training.checkpoints import ENCODER_FILE
+
+RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """One passage of an ad-hoc ranking: its position in the input, its score and its text."""
+
+    index: int
+    score: float
+    text: str
+
+
+class Reranker:
+    """A ListConRanker head with the caches (and encoder) it reranks with."""
+
+    def __init__(self, head: ListConRanker, workdir: Workdir | None = None, encoder: TextEncoder | None = None,
+                 settings: RerankSettings = RerankSettings(), schedule: PruneSchedule = PruneSchedule(),
+                 encoder_info: dict | None = None) -> None:
+        self.head, self.workdir, self.settings, self.schedule = head, workdir, settings, schedule
+        self._encoder, self._encoder_info = encoder, encoder_info
+        self._cached: CachedReranker | None = None
+        if workdir is not None:
+            passages = EmbeddingCache(workdir.passages)
+            check_dim(head, passages)
+            self._cached = CachedReranker(head, passages, EmbeddingCache(workdir.queries), settings, schedule)
+        self.scorer = self._cached.scorer if self._cached else make_scorer(head, settings, schedule)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, workdir: str | Path | Workdir | None = None, *,
+                        encoder: str | Path | TextEncoder | None = None, settings: RerankSettings = RerankSettings(),
+                        schedule: PruneSchedule = PruneSchedule()) -> "Reranker":
+        """Load a head saved by ``listcon train`` (or ``save_pretrained``), with a workdir's caches.
+
+        ``encoder`` (a model directory or a TextEncoder) is only needed for texts the caches do
+        not hold; by default it is the encoder the head was trained on (its ``encoder.json``),
+        else the workdir's.
+        """
+        model_dir = Path(model_dir)
+        if workdir is not None and not isinstance(workdir, Workdir):
+            workdir = Workdir(Path(workdir))
+        info = json.loads((model_dir / ENCODER_FILE).read_text()) if (model_dir / ENCODER_FILE).is_file() else None
+        if info and info.get("model") == "encoder":  # stage 2 saves its encoder beside the head
+            info = {**info, "model": str(model_dir / "encoder")}
+        if isinstance(encoder, (str, Path)):
+            encoder = TextEncoder(encoder, pooling=(info or {}).get("pooling", "mean"),
+                                  normalize=(info or {}).get("normalize", False),
+                                  max_length=(info or {}).get("max_length"), device="cpu")
+        return cls(ListConRanker.from_pretrained(model_dir), workdir, encoder, settings, schedule, info)
+
+    # -- texts ---------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The text encoder of the head's features (loaded on first use)."""
+        if self._encoder is None:
+            info = self._encoder_info
+            if info is None and self.workdir is not None:
+                info = EmbeddingCache(self.workdir.passages).metadata
+            if info is None:
+                raise ValueError("this head does not say which encoder its features come from (no encoder.json "
+                                 "beside it, no workdir); pass encoder=<model directory> to Reranker.from_pretrained")
+            self._encoder = TextEncoder(info["model"], pooling=info["pooling"], normalize=info["normalize"],
+                                        max_length=info["max_length"], device=self.scorer.device)
+        return self._encoder
+
+    def rank(self, query: str, passages: list[str], top_k: int | None = None) -> list[RankResult]:
+        """Rank ``passages`` for ``query`` by iterative inference; best first, ``top_k`` of them."""
+        if not passages:
+            return []
+        vectors = self.encoder.encode([query, *passages])
+        order, scores, _ = self.scorer.rank(vectors[:1], [vectors[1:]])
+        ranked = [RankResult(int(i), float(s), passages[int(i)]) for i, s in zip(order[0], scores[0]) if i >= 0]
+        return ranked[:top_k] if top_k is not None else ranked
+
+    # -- runs over cached features -----------------------------------------------------
+
+    def rerank(self, run: RunLike, queries: dict[str, str] | None = None, as_arrow: bool = False) -> pd.DataFrame | pa.Table:
+        """Rerank every query's candidates; columns ``qid, docno, rank, score, round``.
+
+        Passage features come from the workdir's cache. A query whose vector is not cached
+        is encoded from ``queries`` (``{qid: text}``) with the head's encoder.
+        """
+        if self._cached is None:
+            raise ValueError("rerank() reads cached features: build the Reranker with a workdir "
+                             "(Reranker.from_pretrained(model_dir, workdir)), or use rank() on texts")
+        lists = [(q, c) for q, c in _lists_of(run).items()]
+        missing = self._cached.queries.missing([q for q, _ in lists]) if lists else []
+        if missing:
+            absent = [q for q in missing if q not in (queries or {})]
+            if absent:
+                raise KeyError(f"{len(absent)} query id(s) have no cached vector and no text, e.g. {absent[:5]}; "
+                               "pass queries={qid: text} or run `listcon retrieve` for their split")
+            self._cached.extra_queries = dict(zip(missing, self.encoder.encode([queries[q] for q in missing])))
+        try:
+            table = self._cached.rerank(lists)
+        finally:
+            self._cached.extra_queries = {}
+        table = table.rename_columns(["qid", "docno", "rank", "score", "round"])
+        return table if as_arrow else table.to_pandas()
+
+
+def _lists_of(run: RunLike) -> dict[str, list[str]]:
+    """``{qid: [docno best first]}`` from a dict, a TREC run file or a DataFrame."""
+    if isinstance(run, dict):
+        return {str(q): [str(p) for p in c] for q, c in run.items()}
+    if isinstance(run, (str, Path)):
+        scored = read_trec(run)
+        return {q: sorted(docs, key=lambda p: -docs[p]) for q, docs in scored.items()}
+    if isinstance(run, pd.DataFrame):
+        for column in ("qid", "docno"):
+            if column not in run.columns:
+                raise ValueError(f"the run DataFrame needs columns qid, docno (and rank or score); it has {list(run.columns)}")
+        if "rank" in run.columns:
+            frame = run.sort_values(["qid", "rank"], kind="stable")
+        elif "score" in run.columns:
+            frame = run.assign(_neg=-run["score"]).sort_values(["qid", "_neg"], kind="stable")
+        else:
+            raise ValueError("the run DataFrame needs a rank or a score column to order each query's candidates")
+        order = list(dict.fromkeys(run["qid"].astype(str)))
+        grouped = {str(q): g["docno"].astype(str).tolist() for q, g in frame.groupby("qid", sort=False)}
+        return {q: grouped[q] for q in order}
+    raise TypeError(f"rerank() takes a dict, a TREC run path or a DataFrame, got {type(run).__name__}")
+

@@ -1,0 +1,26 @@
+"""How the rerank step runs (part of the config tree's ``[rerank]`` section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from listcon.model import PRECISIONS
+from listcon.schemas import check_choices, choice, option
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """Batching, precision and input policy of the rerank step (Algorithm 1's schedule is separate)."""
+
+    depth: int | None = option(None, "rerank only each query's top-N candidates (the rest are left out of the ranking)")
+    memory_budget_mb: int = option(1024, "activation memory of one batch of lists")
+    skip_missing: bool = option(False, "skip candidates missing from the passage cache (counted) instead of failing")
+    device: str | None = option(None, "torch device (default: cuda when available, else cpu)")
+    precision: str = choice("auto", PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.depth is not None and self.depth < 1:
+            raise ValueError(f"depth must be at least 1 (or unset for all candidates), got {self.depth}")
+        if self.memory_budget_mb < 1:
+            raise ValueError(f"memory_budget_mb must be at least 1, got {self.memory_budget_mb}")

@@ -1,0 +1,1 @@
+"""First-stage retrieval: the FAISS index and top-K search."""

@@ -1,0 +1,1 @@
+"""The Lance embedding cache, ranked-list tables and TREC runs, shard files, atomic writes, the workdir layout."""

@@ -1,0 +1,75 @@
+"""Training checkpoints on disk: the best epoch in ``save_pretrained`` form, and per-epoch
+resume points (weights, optimizer, counters) written atomically.
+
+Layout of a training output directory ``D``:
+``D/config.json + D/model.safetensors`` (best head), ``D/encoder/`` (stage 2's encoder),
+``D/encoder.json`` (which encoder the head's features come from), ``D/train_settings.json``,
+``D/checkpoints/epoch-NNNN/`` (the latest epoch: module.safetensors, optimizer.pt, state.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from listcon.model import ListConRanker, TextEncoder
+from listcon.pipeline.store.atomic import write_text
+
+CHECKPOINTS = "checkpoints"
+ENCODER_FILE = "encoder.json"
+SETTINGS_FILE = "train_settings.json"
+
+
+def save_best(out_dir: Path, head: ListConRanker, encoder: TextEncoder | None, settings: dict, encoder_info: dict) -> None:
+    """The best epoch so far: the head, stage 2's encoder, the settings and the encoder it expects."""
+    head.save_pretrained(out_dir)
+    if encoder is not None:
+        staged = out_dir / "encoder.tmp"
+        shutil.rmtree(staged, ignore_errors=True)
+        encoder.model.save_pretrained(staged)
+        encoder.tokenizer.save_pretrained(staged)
+        if (out_dir / "encoder").exists():
+            shutil.rmtree(out_dir / "encoder")
+        staged.rename(out_dir / "encoder")
+    write_text(out_dir / ENCODER_FILE, json.dumps(encoder_info, indent=2) + "\n")
+    write_text(out_dir / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+
+
+def save_epoch(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``checkpoints/epoch-NNNN`` written to a temp dir and renamed; older ones removed."""
+    root = out_dir / CHECKPOINTS
+    target = root / f"epoch-{state['epoch']:04d}"
+    staged = root / f".tmp-{state['epoch']:04d}"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(staged / "module.safetensors"))
+    torch.save(optimizer.state_dict(), staged / "optimizer.pt")
+    (staged / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if target.exists():  # a rerun of the same epoch after a crash between rename and cleanup
+        shutil.rmtree(target)
+    os.replace(staged, target)
+    for old in root.glob("epoch-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_state(out_dir: Path) -> dict | None:
+    """The counters of the latest epoch checkpoint, or None."""
+    latest = sorted((Path(out_dir) / CHECKPOINTS).glob("epoch-*"))
+    return json.loads((latest[-1] / "state.json").read_text()) if latest else None
+
+
+def resume(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+    """Load the latest epoch checkpoint into ``module`` and ``optimizer``; its counters, or None."""
+    latest = sorted((out_dir / CHECKPOINTS).glob("epoch-*"))
+    if not latest:
+        return None
+    module.load_state_dict(load_file(str(latest[-1] / "module.safetensors")))
+    optimizer.load_state_dict(torch.load(latest[-1] / "optimizer.pt", weights_only=True))
+    return json.loads((latest[-1] / "state.json").read_text())

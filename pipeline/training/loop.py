@@ -1,0 +1,214 @@
+"""The one training loop: stage 1 (frozen encoder, cached features) and stage 2 (end to end).
+
+- Lists come from hard-negative mining; the loss is Circle Loss by default (gamma=10,
+  m=-0.2 in stage 1, m=0.1 in stage 2) or one of the ablation losses.
+- Each epoch ends with validation: the held-out queries' top-``val_depth`` candidates are
+  ranked through the one scoring path (``ListScorer``: iterative inference under the
+  training precision) and scored by nDCG@10. Without held-out queries the epoch with the
+  lowest training loss counts as best. The best epoch is saved in ``save_pretrained`` form;
+  training stops after ``patience`` epochs without gain.
+- Every epoch is checkpointed atomically. A killed run resumes from the last checkpoint;
+  the shuffle and dropout RNGs are seeded per epoch inside a forked RNG state (the caller's
+  global RNG is left as it was), so on CPU a resumed run ends with the same weights.
+- Runs alone or inside Ray Train: when torch.distributed is initialised, each rank trains on
+  its share of the lists and ``wrap`` (e.g. ray.train.torch.prepare_model) adds DDP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from listcon.model import (
+    LOSSES,
+    PRECISIONS,
+    EndToEnd,
+    ListConRanker,
+    ListConRankerConfig,
+    ListScorer,
+    PruneSchedule,
+    autocast,
+    resolve_precision,
+)
+from listcon.pipeline.evaluation.evaluate import aggregate, per_query
+from listcon.pipeline.training.checkpoints import resume, save_best, save_epoch
+from listcon.pipeline.training.features import Lists, Validation
+from listcon.schemas import check_choices, choice, option, to_dict
+
+log = logging.getLogger(__name__)
+
+STAGE_MARGINS = {1: -0.2, 2: 0.1}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that decides the trained weights (stored beside the checkpoint)."""
+
+    stage: int = option(1, "1: head on cached features; 2: encoder + head end to end", choices=(1, 2))
+    loss: str = choice("circle", tuple(LOSSES), "training loss (circle is the paper's)")
+    gamma: float = option(10.0, "Circle Loss scale")
+    margin: float | None = option(None, "Circle Loss m (default: -0.2 in stage 1, 0.1 in stage 2)")
+    lr: float = option(1e-3, "head learning rate (AdamW)")
+    encoder_lr: float = option(2e-5, "encoder learning rate (stage 2)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    epochs: int = option(10, "most epochs")
+    batch_size: int = option(16, "lists per optimizer step (before accumulation)")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    max_steps_per_epoch: int | None = option(None, "cap on optimizer steps per epoch (a short budget)")
+    patience: int = option(3, "stop after this many epochs without a better validation score")
+    val_depth: int = option(100, "candidates of each held-out query reranked for validation")
+    seed: int = option(0, "seed of the initial weights, shuffling and dropout")
+    precision: str = choice("auto", PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU")
+    head: ListConRankerConfig = option(ListConRankerConfig(), "the head's shape (embed_dim comes from the features)",
+                                       flag=False)
+    init: str | None = option(None, "start from this head checkpoint (stage 2 from stage 1); its config wins over head")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        for name in ("epochs", "batch_size", "grad_accum", "val_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        fn = LOSSES[self.loss]
+        if self.loss == "circle":
+            margin = STAGE_MARGINS[self.stage] if self.margin is None else self.margin
+            return lambda s, y, m: fn(s, y, m, gamma=self.gamma, m=margin)
+        return fn
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a training run reached; the same record in-process and on Ray Train."""
+
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict]
+    examples_per_s: float
+
+    @classmethod
+    def from_state(cls, state: dict) -> "FitResult":
+        """Rebuild from the counters every epoch checkpoint stores."""
+        rate = state["examples"] / state["busy_seconds"] if state["busy_seconds"] else 0.0
+        return cls(state["best_metric"], state["best_epoch"], state["epoch"], state["history"], rate)
+
+
+@torch.no_grad()
+def rank_lists(scorer: ListScorer, features, lists: list[tuple[str, list[str]]], depth: int) -> dict[str, dict[str, float]]:
+    """``{query: {passage: score}}`` for each query's top-``depth`` candidates, through the scoring path."""
+    lists = [(q, c[:depth]) for q, c in lists if c]
+    run: dict[str, dict[str, float]] = {}
+    for part in scorer.batches([len(c) for _, c in lists]):
+        chunk = lists[part]
+        q, blocks = features.lists([x for x, _ in chunk], [c for _, c in chunk])
+        order, scores, _ = scorer.rank(q, blocks)
+        for i, (query, candidates) in enumerate(chunk):
+            n = len(candidates)
+            run[query] = {candidates[j]: float(s) for j, s in zip(order[i, :n].tolist(), scores[i, :n].tolist())}
+    return run
+
+
+def validate(scorer: ListScorer, features, validation: Validation, depth: int) -> float:
+    """nDCG@10 of reranking the held-out queries' top-``depth`` candidates."""
+    return aggregate(per_query(validation.qrels, rank_lists(scorer, features, validation.lists, depth), ["nDCG@10"]))["nDCG@10"]
+
+
+def fit(lists: Lists, validation: Validation | None, features, settings: TrainSettings, out_dir: str | Path, *,
+        schedule: PruneSchedule = PruneSchedule(), encoder_info: dict | None = None,
+        device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train a head (stage 1) or encoder + head (stage 2); the best epoch ends up in ``out_dir``."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _fit(lists, validation, features, settings, Path(out_dir), schedule, encoder_info or {}, device, wrap,
+                    on_epoch)
+
+
+def _fit(lists: Lists, validation: Validation | None, features, settings: TrainSettings, out_dir: Path,
+         schedule: PruneSchedule, encoder_info: dict, device: torch.device, wrap, on_epoch) -> FitResult:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    precision = resolve_precision(settings.precision, device)
+    torch.manual_seed(settings.seed)
+    if settings.init:
+        head = ListConRanker.from_pretrained(settings.init).train()
+    else:
+        head = ListConRanker(replace(settings.head, embed_dim=features.dim))
+    encoder = features.encoder if settings.stage == 2 else None
+    module: nn.Module = head if encoder is None else EndToEnd(head, encoder)
+    module.to(device)
+    groups = [{"params": list(head.parameters()), "lr": settings.lr}]
+    if encoder is not None:
+        groups.append({"params": list(encoder.model.parameters()), "lr": settings.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    state = {"epoch": 0, "best_metric": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "examples": 0,
+             "busy_seconds": 0.0}
+    resumed = resume(out_dir, module, optimizer)
+    if resumed:
+        state = resumed
+        log.info("train: resuming after epoch %d (best %.4f at epoch %d)", state["epoch"], state["best_metric"],
+                 state["best_epoch"])
+    trained = wrap(module)
+    loss_fn = settings.loss_fn()
+    scorer = ListScorer(head, schedule, precision, device)
+    for epoch in range(state["epoch"], settings.epochs):
+        if state["bad_epochs"] >= settings.patience:
+            break
+        order = torch.randperm(len(lists), generator=torch.Generator().manual_seed(settings.seed * 7919 + epoch))
+        mine = order[rank::world].tolist()
+        torch.manual_seed(settings.seed * 104729 + epoch * world + rank)  # dropout
+        trained.train()
+        started = time.perf_counter()
+        steps, total = 0, 0.0
+        batches = [mine[i : i + settings.batch_size] for i in range(0, len(mine), settings.batch_size)]
+        if settings.max_steps_per_epoch:
+            batches = batches[: settings.max_steps_per_epoch * settings.grad_accum]
+        for index, batch in enumerate(batches):
+            inputs = features.inputs([lists.query_ids[i] for i in batch], [lists.passages[i] for i in batch], device)
+            labels = torch.zeros(inputs["mask"].shape, dtype=torch.float32, device=device)
+            for row, i in enumerate(batch):
+                labels[row, : len(lists.labels[i])] = torch.tensor(lists.labels[i], dtype=torch.float32)
+            with autocast(precision, device):
+                probs = trained(**inputs)
+            loss = loss_fn(probs.float(), labels, inputs["mask"]) / settings.grad_accum
+            loss.backward()
+            total += loss.item() * settings.grad_accum
+            if (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches):
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+            state["examples"] += len(batch) * world
+        trained_for = time.perf_counter() - started
+        state["busy_seconds"] += trained_for
+        module.eval()  # the encoder too, in stage 2: no dropout while validating
+        loss_mean = total / max(len(batches), 1)
+        if validation and validation.lists:
+            metric = validate(scorer, features, validation, settings.val_depth)
+        else:
+            metric = -loss_mean  # no held-out queries: the lowest training loss is the best epoch
+        record = {"epoch": epoch + 1, "loss": loss_mean, "val_ndcg@10": metric if validation and validation.lists else None,
+                  "steps": steps, "train_seconds": trained_for, "seconds": time.perf_counter() - started}
+        state["history"].append(record)
+        if state["best_metric"] is None or metric > state["best_metric"]:
+            state.update(best_metric=metric, best_epoch=epoch + 1, bad_epochs=0)
+            if rank == 0:
+                save_best(out_dir, head, encoder, to_dict(settings), encoder_info)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if rank == 0:
+            save_epoch(out_dir, module, optimizer, state)
+        if world > 1:
+            dist.barrier()
+        log.info("train: epoch %d loss %.4f validation %.4f (best %.4f @ %d) %.1fs", epoch + 1, record["loss"],
+                 metric, state["best_metric"], state["best_epoch"], record["seconds"])
+        if on_epoch:
+            on_epoch(record)
+    return FitResult.from_state(state)
