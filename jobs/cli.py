@@ -37,6 +37,7 @@ from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
+from listcon.pipeline.retrieval.lexical import LexicalSpec
 from listcon.pipeline.training.loop import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
 from listcon.schemas import ConfigError, DataError
@@ -47,7 +48,7 @@ SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")
 # command -> [(config section, its dataclass, the fields that become flags (None: all))]
 SECTIONS: dict[str, list[tuple[str, type, tuple[str, ...] | None]]] = {
     "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None), ("ray", RayOptions, None)],
-    "index": [("index", IndexSpec, None), ("ray", RayOptions, None)],
+    "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None), ("ray", RayOptions, None)],
     "retrieve": [("encoder", EncoderSettings, None), ("retrieve", RetrieveOptions, None),
                  ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",)), ("ray", RayOptions, None)],
     "mine": [("train.mining", MiningSettings, None), ("ray", RayOptions, None)],

@@ -5,7 +5,7 @@ API all build the same ``Config``; defaults, help texts and choices live on the 
 (see ``listcon.schemas.config``), so nothing restates them. Loading is strict: an unknown
 key, a wrong type or a bad choice is a one-line ``ConfigError`` naming the key.
 
-Sections: ``[encoder]`` ``[embed]`` ``[index]`` ``[retrieve]`` ``[schedule]`` (Algorithm 1,
+Sections: ``[encoder]`` ``[embed]`` ``[index]`` ``[lexical]`` ``[retrieve]`` ``[schedule]`` (Algorithm 1,
 shared by rerank and training's validation) ``[train]`` (+ ``[train.mining]``,
 ``[train.settings]``, ``[train.settings.head]``, ``[[train.extra]]``) ``[rerank]`` (+
 ``[rerank.settings]``) ``[evaluate]`` ``[ray]``.
@@ -23,10 +23,12 @@ from listcon.pipeline.encoding.encode_batch import EncoderSettings
 from listcon.pipeline.evaluation.evaluate import DEFAULT_MEASURES
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
+from listcon.pipeline.retrieval.lexical import LexicalSpec
+from listcon.pipeline.retrieval.retrieve import RetrieveOptions
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.loop import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
-from listcon.schemas import ConfigError, build, option, to_dict
+from listcon.schemas import ConfigError, build, choice, option, to_dict
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,6 @@ class EmbedOptions:
 
 
 @dataclass(frozen=True)
-class RetrieveOptions:
-    """First-stage depth."""
-
-    k: int = option(1000, "candidates per query")
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
-
-
-@dataclass(frozen=True)
 class ExtraSource:
     """Another labelled collection to train on, embedded and mined in its own workdir."""
 
@@ -75,6 +66,7 @@ class ExtraSource:
     data: str = option("", "its BEIR directory")
     workdir: str = option("", "its state directory")
     split: str = option("test", "the split whose qrels become training lists")
+    validate_only: bool = option(False, "kept out of training: all its queries validate (an unseen collection)")
 
     def __post_init__(self) -> None:
         if not (self.name and self.data and self.workdir):
@@ -86,9 +78,11 @@ class TrainOptions:
     """The train step: which split, where the head goes, how it runs."""
 
     split: str = option("train", "the split to mine and train on (--split of mine and train)", flag=False)
-    k: int | None = option(None, "first-stage depth of the training split (default: mining depth)", flag=False)
+    k: int | None = option(None, "first-stage depth of the training split (default: [retrieve] k)", flag=False)
     out: str | None = option(None, "checkpoint directory (default: W/head)")
     checkpoint: str | None = option(None, "rerank with this head instead of training one", flag=False)
+    validate_on: str = choice("all", ("all", "main"), "all: mean nDCG@10 over every collection's held-out queries "
+                              "(generalisation); main: the main split's held-out queries only (in-domain)")
     num_workers: int = option(0, "Ray Train workers (0: train in-process)")
     use_gpu: bool = option(False, "one Ray Train worker per GPU, DDP")
     extra: tuple[ExtraSource, ...] = option((), "other labelled collections to train on", flag=False)
@@ -122,6 +116,8 @@ class EvaluateOptions:
     """What the report measures."""
 
     measures: tuple[str, ...] = option(DEFAULT_MEASURES, "ir-measures names; the first is the headline")
+    drop_self: bool = option(True, "drop a passage whose id is the query's own id from every run (BEIR's rule for "
+                                   "collections whose queries are also documents)")
 
 
 @dataclass(frozen=True)
@@ -135,6 +131,7 @@ class Config:
     encoder: EncoderSettings = option(EncoderSettings(), "", flag=False)
     embed: EmbedOptions = option(EmbedOptions(), "", flag=False)
     index: IndexSpec = option(IndexSpec(), "", flag=False)
+    lexical: LexicalSpec = option(LexicalSpec(), "", flag=False)
     retrieve: RetrieveOptions = option(RetrieveOptions(), "", flag=False)
     schedule: PruneSchedule = option(PruneSchedule(), "", flag=False)
     train: TrainOptions = option(TrainOptions(), "", flag=False)

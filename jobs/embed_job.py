@@ -12,6 +12,8 @@ from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.pipeline.data.readers import read_corpus
 from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts
 from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
+from listcon.pipeline.store.embedding_cache import content_hash
+from listcon.pipeline.store.text_table import TextTable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ def embed(config: Config, progress: bool = True) -> EmbedReport:
     report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), config.work.passages, config.encoder,
                          ray_encoder(config.ray, options), rebuild=options.rebuild, prune=options.prune,
                          chunk_rows=options.chunk_rows, progress=progress)
+    texts = corpus.texts()
+    written = TextTable(config.work.texts).update(corpus.table["id"].to_pylist(), [content_hash(t) for t in texts], texts,
+                                                  prune=options.prune)
+    if written:
+        log.info("embed: %d passage texts written to %s", written, config.work.texts)
     log.info("embed: encoded %d passages, skipped %d unchanged (%d empty skipped); table version %s; %.1fs",
              report.encoded, report.skipped, len(corpus.skipped_empty), report.version, report.seconds)
     return report

@@ -81,7 +81,9 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     # Shards are cut from a stream of the candidates table, with at most two per worker in
     # flight, so the driver holds a few shards' lists however many queries there are.
-    shards = _shards(iter_lists(candidates_uri, query_ids), options.shard_size)
+    head = ListConRanker.from_pretrained(model_dir)
+    shards = _shards(iter_lists(candidates_uri, query_ids, signals_k=source["k"] if head.config.signals else None),
+                     options.shard_size)
     workers = options.workers
     with tqdm(total=len(query_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
         if todo:
@@ -104,7 +106,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
             bar.update(sizes.pop(shard))
 
         for index, lists in enumerate(shards):
-            empty += sum(1 for _, c in lists if not c)
+            empty += sum(1 for item in lists if not item[1])
             if store.done(index):
                 bar.update(len(lists))
                 continue

@@ -1,21 +1,28 @@
-"""`listcon retrieve`: embed a split's queries through the cache, search, write candidates + TREC run."""
+"""`listcon retrieve`: embed a split's queries through the cache, retrieve (dense, lexical, fused
+or from an external run), and write the candidates with every signal + the TREC runs."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import pyarrow as pa
 
 from listcon.jobs.config import Config
 from listcon.jobs.embed_job import ray_encoder
 from listcon.jobs.runtime import log_config
 from listcon.pipeline.data.readers import judged_queries, read_corpus
+from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.encoding.embed import embed_texts
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
-from listcon.pipeline.retrieval.retrieve import clamp_k, retrieve as search
+from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
+from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.ranked_lists import read_provenance, write_ranked, write_trec
+from listcon.schemas import CANDIDATES, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +40,18 @@ class RetrieveResult:
     up_to_date: bool
 
 
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def retrieve(config: Config, split: str | None = None, k: int | None = None, progress: bool = True) -> RetrieveResult:
-    """Top-k candidates for every judged query of ``split``; a rerun with the same inputs changes nothing."""
-    split, k = split or config.split, k or config.retrieve.k
+    """Candidates for every judged query of ``split``; a rerun with the same inputs changes nothing."""
+    split, options = split or config.split, config.retrieve
+    k = k or options.k
     work, settings = config.work, config.encoder
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
     queries, _ = judged_queries(config.data, split, corpus.ids())
@@ -44,31 +60,44 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     if not manifest.covers(passages.version, passages.metadata):
         raise RuntimeError(f"the index at {work.index} covers passages version {manifest.table_version}, "
                            f"but the cache is at version {passages.version} (or was rebuilt); run `listcon index` first")
+    lexical_manifest = read_manifest(work.lexical)
+    if lexical_manifest is None:
+        raise FileNotFoundError(f"no lexical index at {work.lexical}; run `listcon index` first")
     # search-time options may change; how the index was built may not
     spec = IndexSpec(**{**manifest.spec, **{f: getattr(config.index, f) for f in ("nprobe", "ef_search", "use_gpu")}})
     log_config("retrieve", {"data": config.data, "workdir": config.workdir, "split": split, "k": k,
-                            "encoder": settings, "index": spec, "ray": config.ray})
+                            "retrieve": options, "encoder": settings, "index": spec, "ray": config.ray})
     encoder = settings.load(device="cpu")
     try:
         passages.check_encoder(settings.expected_metadata(encoder))
     except CacheMismatchError as err:
         raise CacheMismatchError(f"queries must be encoded like the passages: {err}") from None
-    query_ids = queries["id"].to_pylist()
-    embed_texts(query_ids, queries["text"].to_pylist(), work.queries, settings, ray_encoder(config.ray),
-                progress=progress, what="queries")
+    query_ids, query_texts = queries["id"].to_pylist(), queries["text"].to_pylist()
+    external = None
+    if options.from_run:
+        external = read_run(options.from_run, set(query_ids), corpus.ids())
+    embed_texts(query_ids, query_texts, work.queries, settings, ray_encoder(config.ray), progress=progress, what="queries")
     query_cache = EmbeddingCache(work.queries)
 
-    k = clamp_k(k, manifest.count)
-    provenance = {"split": split, "k": k, "passages_version": passages.version, "query_vectors": query_cache.digest(query_ids),
-                  "encoder": passages.metadata["fingerprint"],
-                  "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"},
+    provenance = {"split": split, "k": min(k, manifest.count), "passages_version": passages.version,
+                  "query_vectors": query_cache.digest(query_ids), "encoder": passages.metadata["fingerprint"],
+                  "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"}, "lexical": lexical_manifest,
+                  "retrieve": {**to_dict(options), "k": min(k, manifest.count),
+                               "from_run": _file_digest(options.from_run) if options.from_run else None},
                   "queries": len(query_ids)}
     uri, run_path = work.candidates(split), work.run(split, FIRST_STAGE)
     if read_provenance(uri) == provenance and run_path.is_file():
         log.info("retrieve: candidates for %s are up to date (%s); nothing to do", split, uri)
-        return RetrieveResult(uri, run_path, len(query_ids), k, True)
-    table = search(index, passage_ids, query_ids, query_cache.take(query_ids), k, spec, progress=progress)
+        return RetrieveResult(uri, run_path, len(query_ids), provenance["k"], True)
+    stage = FirstStage(index, passage_ids, spec, LexicalIndex.load(work.lexical), passages, options)
+    batches = list(stage.run(query_ids, query_texts, query_cache.take(query_ids), external, progress=progress))
+    table = pa.concat_tables([b for b, _ in batches]) if batches else CANDIDATES.empty_table()
     version = write_ranked(table, uri, provenance)
     write_trec(table, run_path, tag="listcon-first-stage")
-    log.info("retrieve: %d queries x top-%d -> %s (version %d) and %s", len(query_ids), k, uri, version, run_path)
-    return RetrieveResult(uri, run_path, len(query_ids), k, False)
+    for name in COMPARISONS:
+        write_trec(pa.concat_tables([c[name] for _, c in batches]) if batches else CANDIDATES.empty_table(),
+                   work.run(split, name), tag=f"listcon-{name}")
+    source = f"external run {options.from_run}" if options.from_run else options.method
+    log.info("retrieve: %d queries x top-%d (%s) -> %s (version %d) and %s", len(query_ids), provenance["k"], source, uri,
+             version, run_path)
+    return RetrieveResult(uri, run_path, len(query_ids), provenance["k"], False)

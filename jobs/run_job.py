@@ -8,7 +8,7 @@ where the last one stopped and a finished run redoes nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from listcon.jobs.config import Config
 from listcon.jobs.embed_job import embed
@@ -48,12 +48,11 @@ def run(config: Config, progress: bool = True) -> RunResult:
     training = None
     if not config.train.checkpoint:
         options = config.train
-        k = options.k or options.mining.depth
+        k = options.k or config.retrieve.k
         prepare(config, options.split, k, progress)
         mine(config)
-        for extra in options.extra:
+        for extra in options.extra:  # each mined in its own workdir, with held-out queries of its own
             other = config.for_collection(extra)
-            other = replace(other, train=replace(other.train, mining=replace(options.mining, holdout_fraction=0.0)))
             prepare(other, extra.split, k, progress)
             mine(other, extra.split)
         training = train(config)

@@ -29,7 +29,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _quiet_loggers() -> None:
-    for noisy in ("ray", "ray.data", "ray.train", "filelock", "urllib3"):
+    for noisy in ("ray", "ray.data", "ray.train", "filelock", "urllib3", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -53,7 +53,8 @@ def _worker(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     settings = build(TrainSettings, config["settings"])
     device = ray.train.torch.get_device()
-    data = load_training(Source(**config["main"]), [Source(**e) for e in config["extras"]], settings, str(device))
+    data = load_training(Source(**config["main"]), [Source(**e) for e in config["extras"]], settings, str(device),
+                         config["validate_on"])
     fit(data.lists, data.validation, data.features, settings, config["out"],
         schedule=build(PruneSchedule, config["schedule"]), encoder_info=data.encoder_info, device=device,
         wrap=ray.train.torch.prepare_model, on_epoch=ray.train.report)
@@ -64,11 +65,11 @@ def train(config: Config) -> TrainResult:
     options, settings = config.train, config.train.settings
     out = options.out or str(config.work.root / "head")
     main = Source("", config.need_data(), config.workdir, options.split).resolved()
-    extras = [Source(e.name, e.data, e.workdir, e.split).resolved() for e in options.extra]
+    extras = [Source(e.name, e.data, e.workdir, e.split, e.validate_only).resolved() for e in options.extra]
     provenance = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": asdict(main),
                   "extras": [asdict(e) for e in extras],
                   "training": [read_provenance(Workdir(Path(s.workdir)).training(s.split)) for s in [main, *extras]],
-                  "num_workers": options.num_workers}
+                  "num_workers": options.num_workers, "validate_on": options.validate_on}
     log_config("train", {**provenance, "out": out, "use_gpu": options.use_gpu, "ray": config.ray})
     if None in provenance["training"]:
         raise FileNotFoundError("no training lists for a source; run `listcon mine` on it first")
@@ -86,7 +87,7 @@ def train(config: Config) -> TrainResult:
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps(provenance, indent=2) + "\n")
     if options.num_workers == 0:
-        data = load_training(main, extras, settings)
+        data = load_training(main, extras, settings, validate_on=options.validate_on)
         result = fit(data.lists, data.validation, data.features, settings, out, schedule=config.schedule,
                      encoder_info=data.encoder_info)
     else:
@@ -96,7 +97,8 @@ def train(config: Config) -> TrainResult:
 
         threads = max(1, (os.cpu_count() or 1) // options.num_workers) if not options.use_gpu else 2
         loop_config = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": asdict(main),
-                       "extras": [asdict(e) for e in extras], "out": str(Path(out).resolve()), "threads": threads}
+                       "extras": [asdict(e) for e in extras], "out": str(Path(out).resolve()), "threads": threads,
+                       "validate_on": options.validate_on}
         trainer = TorchTrainer(_worker, train_loop_config=loop_config,
                                scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=options.use_gpu,
                                                             resources_per_worker={"CPU": threads}),

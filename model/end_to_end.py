@@ -23,7 +23,7 @@ class EndToEnd(nn.Module):
         self.encoder = encoder
 
     def forward(self, query_ids: torch.Tensor, query_mask: torch.Tensor, passage_ids: torch.Tensor,
-                passage_mask: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                passage_mask: torch.Tensor, mask: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor:
         """Token tensors: queries ``[B,T]``, passages ``[B,L,T]``; ``mask [B,L]`` marks real passages."""
         query = self.encoder.features(query_ids, query_mask)
         batch, length, tokens = passage_ids.shape
@@ -31,4 +31,4 @@ class EndToEnd(nn.Module):
         encoded = self.encoder.features(passage_ids.reshape(-1, tokens)[real], passage_mask.reshape(-1, tokens)[real])
         passages = encoded.new_zeros(batch * length, encoded.shape[-1])
         passages[real] = encoded
-        return self.head(query, passages.view(batch, length, -1), mask)
+        return self.head(query, passages.view(batch, length, -1), mask, signals)

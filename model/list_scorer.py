@@ -52,9 +52,15 @@ class ListScorer:
         self.head, self.schedule, self.memory_budget_mb = head, schedule, memory_budget_mb
 
     def score(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The head's probabilities ``[B, N]`` in float32, under the chosen precision."""
+        """The head's probabilities ``[B, N]`` in float32, under the chosen precision.
+
+        For a head with signals, each candidate's row is its features followed by its signals
+        (``[.., E + S]``), so iterative inference carries both through every round together.
+        """
+        e = self.head.config.embed_dim
+        signals = passages[..., e:] if self.head.config.signals else None
         with autocast(self.precision, self.device):
-            return self.head(query, passages, mask).float()
+            return self.head(query, passages[..., :e], mask, signals).float()
 
     def batches(self, lengths: Sequence[int]) -> Iterator[slice]:
         """Consecutive slices of lists whose activations fit the memory budget."""
@@ -66,12 +72,13 @@ class ListScorer:
              score_fn: ScoreFn | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Iterative inference over one batch of lists (``queries [B,E]``, ``lists[i] [n_i,E]``).
 
+        A head with signals takes blocks ``[n_i, E + S]`` (features, then its signals in order).
         Returns numpy ``order [B,N]`` (candidate indices best first, -1 pads), ``scores``
         (round + probability, strictly decreasing) and ``rounds``. ``score_fn`` replaces the
         head's forward where the features are not fixed (the re-encode baseline).
         """
         self.head.eval()
-        passages, mask = pad_lists(lists, int(queries.shape[1]) if score_fn is None else None)
+        passages, mask = pad_lists(lists)
         query = (torch.from_numpy(np.array(queries, dtype=np.float32)) if isinstance(queries, np.ndarray)
                  else queries.to(torch.float32)).to(self.device)
         order, scores, rounds = iterative_rerank(

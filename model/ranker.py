@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listcon.model.attention import ATTENTIONS, attention_mask
-from listcon.schemas import ConfigError, build, check_choices, choice, option
+from listcon.schemas import SIGNALS, ConfigError, build, check_choices, choice, option
 
 FEATURES = ("fused", "list", "original")
 CONFIG_FILE = "config.json"
@@ -51,9 +51,24 @@ class ListConRankerConfig:
     # Not in the paper: score = sigmoid(a * cos(h_q, h_i) + b * head_logit) with a, b learned and
     # initialised (a=10, b=0) so the untrained head ranks exactly like the first stage.
     first_stage_prior: bool = option(False, "score = sigmoid(a*cos + b*head), starting as the first stage (not in the paper)")
+    # Not in the paper: per-candidate first-stage signals (listcon.schemas.SIGNALS) the head takes beside
+    # the embeddings. They enter the Transformer input (so ListAttention compares them across the list;
+    # signal_input=False keeps them in the prior only) and a learned prior w . signals + c + a*cos + b*head,
+    # initialised (w=4 on the first signal named, c=-2) so the untrained head ranks by that signal.
+    signals: tuple[str, ...] = option((), "first-stage signals the head takes (e.g. fused lexical dense), first one anchors the prior")
+    signal_input: bool = option(True, "signals also enter the Transformer input, not only the prior")
+    # Bound on the head's contribution to the logit: cap * tanh(b * head / cap), so the learned part can
+    # reorder only candidates the prior scores within 2 * cap of each other (None: unbounded).
+    head_cap: float | None = option(None, "bound on the learned part's logit (anchors the ranking to the prior)")
 
     def __post_init__(self) -> None:
         check_choices(self)
+        unknown = [n for n in self.signals if n not in SIGNALS]
+        if unknown or len(set(self.signals)) != len(self.signals):
+            raise ValueError(f"signals must be distinct names from {SIGNALS}; got {list(self.signals)}")
+        if self.head_cap is not None and (self.head_cap <= 0 or not (self.first_stage_prior or self.signals)):
+            raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals, "
+                             f"and a positive value; got {self.head_cap}")
         for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "ffn_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -133,14 +148,32 @@ class ListConRanker(nn.Module):
             self.score_list = nn.Linear(2 * w, w)  # W3
         branches = 2 if config.features == "fused" else 1
         self.score_out = nn.Linear(branches * w, 1)  # W1
-        if config.first_stage_prior:
-            self.prior = nn.Parameter(torch.tensor([10.0, 0.0]))  # a (cosine), b (head logit)
+        if config.first_stage_prior or config.signals:
+            # a (cosine), b (head logit); with signals the prior starts on the first signal instead of the cosine
+            self.prior = nn.Parameter(torch.tensor([0.0 if config.signals else 10.0, 0.0]))
+        if config.signals:
+            # w = 4 on the first signal and a bias of -2: signals normalised to [0, 1] start as logits in
+            # [-2, 2], where the sigmoid still has slope (a scale of 10 saturates it and stalls training).
+            weights = torch.zeros(len(config.signals) + 1)
+            weights[0], weights[-1] = 4.0, -2.0
+            self.signal_prior = nn.Parameter(weights)  # per-signal weights, then the bias
+            if config.signal_input:
+                self.signal_in = nn.Linear(len(config.signals), w)
+                nn.init.zeros_(self.signal_in.weight)
+                nn.init.zeros_(self.signal_in.bias)
 
-    def logits(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid scores ``[B, N]``; padded entries are 0 and carry no meaning."""
+    def logits(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor,
+               signals: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-sigmoid scores ``[B, N]``; padded entries are 0 and carry no meaning.
+
+        ``signals [B, N, S]`` (the config's signals, in its order) is required exactly when the head has signals.
+        """
         _check_inputs(query, passages, mask, self.config.embed_dim)
+        _check_signals(signals, passages, self.config.signals)
         batch, n, _ = passages.shape
         h = self.linear_in_embedding(torch.cat([query[:, None, :], passages], dim=1))  # [B, 1+N, W]
+        if hasattr(self, "signal_in"):
+            h = torch.cat([h[:, :1], h[:, 1:] + self.signal_in(signals.to(h.dtype))], dim=1)
         h_q, h_p = h[:, :1], h[:, 1:]
         branches = []
         if hasattr(self, "score_original"):
@@ -158,14 +191,20 @@ class ListConRanker(nn.Module):
         # by the row count, which made a query's scores depend (by ulps) on what it was batched with.
         fused = torch.cat(branches, dim=-1)
         out = (fused * self.score_out.weight[0]).sum(dim=-1) + self.score_out.bias[0]
-        if self.config.first_stage_prior:
+        if hasattr(self, "prior"):
+            head = self.prior[1] * out
+            if self.config.head_cap is not None:
+                head = self.config.head_cap * torch.tanh(head / self.config.head_cap)
             cosine = F.cosine_similarity(query[:, None, :], passages, dim=-1)
-            out = self.prior[0] * cosine + self.prior[1] * out
+            out = self.prior[0] * cosine + head
+            if signals is not None:
+                out = out + (signals.to(out.dtype) * self.signal_prior[:-1]).sum(dim=-1) + self.signal_prior[-1]
         return out.masked_fill(~mask.bool(), 0.0)
 
-    def forward(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor,
+                signals: torch.Tensor | None = None) -> torch.Tensor:
         """Relevance probabilities ``[B, N]`` in (0, 1) for real passages, 0 for padding."""
-        return torch.sigmoid(self.logits(query, passages, mask)).masked_fill(~mask.bool(), 0.0)
+        return torch.sigmoid(self.logits(query, passages, mask, signals)).masked_fill(~mask.bool(), 0.0)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -259,6 +298,17 @@ def _check_inputs(query: torch.Tensor, passages: torch.Tensor, mask: torch.Tenso
         )
     if mask.shape != passages.shape[:2] or query.shape[0] != passages.shape[0]:
         raise ValueError(f"mask {tuple(mask.shape)} and query {tuple(query.shape)} do not match passages {tuple(passages.shape)}")
+
+
+def _check_signals(signals: torch.Tensor | None, passages: torch.Tensor, names: tuple[str, ...]) -> None:
+    if not names:
+        if signals is not None:
+            raise ValueError("this head takes no signals (its config names none), but signals were given")
+        return
+    if signals is None:
+        raise ValueError(f"this head needs the signals {list(names)} for every candidate, and none were given")
+    if tuple(signals.shape) != (*passages.shape[:2], len(names)):
+        raise ValueError(f"signals must be [B, N, {len(names)}] ({list(names)}), got {tuple(signals.shape)}")
 
 
 def _load_state(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """listcon.schemas: every persisted or exchanged record as an Arrow schema, with validators
 that name the bad record and column. Plain pyarrow/numpy only."""
 
-from listcon.schemas.candidates import CANDIDATES, RANKINGS, TRAINING_LISTS
+from listcon.schemas.candidates import CANDIDATES, RANKINGS, SIGNAL_COLUMNS, SIGNALS, TRAINING_LISTS
 from listcon.schemas.embeddings import (
     ENCODER_FIELDS,
     VECTOR_DTYPES,
@@ -12,6 +12,7 @@ from listcon.schemas.embeddings import (
 )
 from listcon.schemas.config import ConfigError, build, check_choices, choice, option, to_dict
 from listcon.schemas.errors import DataError
+from listcon.schemas.texts import TEXTS
 from listcon.schemas.records import CORPUS, QRELS, QUERIES, check_known_ids, check_unique_ids, passage_text
 
 __all__ = [
@@ -23,6 +24,9 @@ __all__ = [
     "QRELS",
     "QUERIES",
     "RANKINGS",
+    "SIGNAL_COLUMNS",
+    "SIGNALS",
+    "TEXTS",
     "TRAINING_LISTS",
     "VECTOR_DTYPES",
     "build",

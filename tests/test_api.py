@@ -105,5 +105,5 @@ def test_the_readme_python_api_examples_run(adi_embedded, head_dir, tmp_path, mo
     exec(compile(code, "README.md", "exec"), namespace)
     assert isinstance(namespace["results"], pd.DataFrame) and len(namespace["results"]) == 35 * 50
     assert isinstance(namespace["result"], listcon.RunResult)
-    assert set(namespace["result"].evaluation.summary) == {"first_stage", "listcon"}
+    assert set(namespace["result"].evaluation.summary) == {"first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex"} | {"listcon"}
     assert "nDCG@10" in capsys.readouterr().out

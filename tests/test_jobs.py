@@ -38,7 +38,7 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
     args = ["train", data, *common, "--out", str(out), "--epochs", "2", "--first-stage-prior", "--num-workers", "2"]
     assert main(args) == 0
     result = json.loads((out / "train_result.json").read_text())
-    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]  # epoch 0: the head before training
     assert result["examples_per_s"] > 0
     assert ListConRanker.from_pretrained(out).config.first_stage_prior
     # In-process and Ray Train training end in the same record, field for field.
@@ -48,7 +48,7 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
     on_ray = train(replace(config, train=replace(config.train, out=str(out), num_workers=2)))
     assert type(here) is type(on_ray) is TrainResult and on_ray.up_to_date and not here.up_to_date
     assert {k for k, v in asdict(here).items() if v is None} == {k for k, v in asdict(on_ray).items() if v is None} == set()
-    assert [h["epoch"] for h in here.history] == [h["epoch"] for h in on_ray.history] == [1, 2]
+    assert [h["epoch"] for h in here.history] == [h["epoch"] for h in on_ray.history] == [0, 1, 2]
     with caplog.at_level(logging.INFO):
         assert main(args) == 0
     assert "already holds this training's result" in caplog.text
@@ -103,7 +103,7 @@ def test_run_config_end_to_end_then_a_rerun_changes_nothing(adi_work, ray_sessio
     assert main(["run", str(config)]) == 0
     work = Workdir(adi_work)
     metrics = json.loads((work.reports("test") / "metrics.json").read_text())
-    assert set(metrics["runs"]) == {"first_stage", "listcon", "listcon-top20"}
+    assert set(metrics["runs"]) == {"first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex"} | {"listcon", "listcon-top20"}
     tables = [work.passages, work.queries, work.candidates("test"), work.rankings("test"), work.training("test")]
     versions = [lance.dataset(t).version for t in tables]
     with caplog.at_level(logging.INFO):

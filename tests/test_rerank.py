@@ -17,7 +17,7 @@ from listcon.jobs.config import Config, RerankOptions
 from listcon.jobs.rerank_job import rerank
 from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
 from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
-from listcon.pipeline.evaluation.evaluate import per_query
+from listcon.pipeline.evaluation.evaluate import per_query, without_self
 from listcon.pipeline.rerank.cached import CachedReranker, checkpoint_fingerprint
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.ranked_lists import (
@@ -51,6 +51,16 @@ def lists_of(work: Workdir) -> list[tuple[str, list[str]]]:
 def reranker(work: Workdir, head_dir, theta: int = 20, **settings) -> CachedReranker:
     return CachedReranker(ListConRanker.from_pretrained(head_dir), EmbeddingCache(work.passages),
                           EmbeddingCache(work.queries), RerankSettings(**settings), PruneSchedule(theta=theta))
+
+
+def candidates_rows(qids, pids, ranks, scores) -> pa.Table:
+    """A candidates table whose signals simply repeat the source's score and rank."""
+    n = len(qids)
+    return pa.table({"query_id": qids, "passage_id": pids, "rank": pa.array(ranks, pa.int32()),
+                     "score": pa.array(scores, pa.float32()), "dense_score": pa.array(scores, pa.float32()),
+                     "dense_rank": pa.array(ranks, pa.int32()), "lexical_score": pa.array(scores, pa.float32()),
+                     "lexical_rank": pa.array(ranks, pa.int32()), "external_score": pa.nulls(n, pa.float32()),
+                     "external_rank": pa.nulls(n, pa.int32())}, schema=CANDIDATES)
 
 
 def job_config(work: Workdir, head_dir, run_name: str = "listcon", shard_size: int = 32) -> Config:
@@ -117,8 +127,7 @@ def test_candidate_lists_stream_from_the_table(adi_embedded, tmp_path):
     assert list(iter_lists(work.candidates("test"), ids, batch_rows=7)) == expected
     wanted = [ids[3], "no-such-query", ids[0]]  # table order first, then the ones the table lacks
     assert list(iter_lists(work.candidates("test"), wanted, batch_rows=7)) == [expected[0], expected[3], ("no-such-query", [])]
-    shuffled = pa.table({"query_id": ["a", "a", "b", "b"], "passage_id": ["p2", "p1", "p1", "p3"], "rank": [2, 1, 1, 2],
-                         "score": [0.5, 0.9, 0.8, 0.1]}, schema=CANDIDATES)
+    shuffled = candidates_rows(["a", "a", "b", "b"], ["p2", "p1", "p1", "p3"], [2, 1, 1, 2], [0.5, 0.9, 0.8, 0.1])
     write_ranked(shuffled, str(tmp_path / "ranks.lance"), {})
     assert list(iter_lists(str(tmp_path / "ranks.lance"), ["a", "b"])) == [("a", ["p1", "p2"]), ("b", ["p1", "p3"])]
     split = pa.concat_tables([shuffled, shuffled.slice(0, 1)])
@@ -178,12 +187,17 @@ def test_the_report_compares_runs_with_a_paired_test(adi_embedded, head_dir, ray
     reports = work.reports("test")
     metrics = json.loads((reports / "metrics.json").read_text())
     qrels = read_qrels(data, "test")
-    ours = per_query(qrels, read_trec(work.run("test", "listcon")), ["nDCG@10"])["nDCG@10"]
-    base = per_query(qrels, read_trec(work.run("test", "first_stage")), ["nDCG@10"])["nDCG@10"]
+    # BEIR's rule, on by default: a passage with the query's own id is dropped before scoring
+    ours = per_query(qrels, without_self(read_trec(work.run("test", "listcon"))), ["nDCG@10"])["nDCG@10"]
+    base = per_query(qrels, without_self(read_trec(work.run("test", "first_stage"))), ["nDCG@10"])["nDCG@10"]
     queries = sorted(ours)
     expected_p = ttest_rel([ours[q] for q in queries], [base[q] for q in queries]).pvalue
     assert metrics["runs"]["listcon"]["nDCG@10"]["p_vs_baseline"] == pytest.approx(expected_p)
     assert metrics["queries"] == 35
     for plot in ("metric_per_run.png", "metric_vs_depth.png", "delta_histogram.png"):
         assert (reports / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| listcon-top20 |" in (reports / "report.md").read_text()
+    report = (reports / "report.md").read_text()
+    assert "| listcon-top20 |" in report and metrics["drop_self"] and "dropped from every run" in report
+    runs = list(metrics["runs"])
+    assert runs.index("first_stage") < runs.index("listcon-top20") < runs.index("listcon")  # first stages, then by depth
+    assert metrics["runs"]["listcon"]["nDCG@10"]["ci95"] > 0 and "hybrid-convex" in metrics["main_vs_first_stages"]

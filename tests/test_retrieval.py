@@ -14,11 +14,14 @@ import pytest
 from conftest import data_dir
 from listcon.jobs.cli import main
 from listcon.pipeline.retrieval import faiss_index
-from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.data.readers import read_queries
 from listcon.pipeline.evaluation.evaluate import aggregate, per_query
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
-from listcon.pipeline.store.ranked_lists import read_ranked, read_trec
-from listcon.pipeline.retrieval.retrieve import retrieve
+from listcon.pipeline.retrieval.lexical import LexicalIndex
+from listcon.pipeline.retrieval.retrieve import FirstStage, RetrieveOptions
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import read_ranked, read_trec, rows_by_query
+from listcon.pipeline.store.text_table import TextTable
 from listcon.pipeline.store.workdir import Workdir
 from listcon.schemas import CANDIDATES, QRELS
 
@@ -27,7 +30,22 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_flat_candidates_equal_exact_numpy_top_k(adi_embedded):
+def lexical_of(work: Workdir) -> LexicalIndex:
+    return LexicalIndex.load(work.lexical)
+
+
+def first_stage(work: Workdir, spec: IndexSpec, k: int, method: str = "dense", index=None, qids=None):
+    """Candidates of ``qids`` (all cached queries) from a FirstStage over the workdir's caches."""
+    passages, queries = EmbeddingCache(work.passages), EmbeddingCache(work.queries)
+    pids, pvec = passages.read_all()
+    qids = qids or queries.ids()
+    texts = dict(zip(*[read_queries(data_dir("adi"))[c].to_pylist() for c in ("id", "text")]))
+    stage = FirstStage(index if index is not None else faiss_index.build(pvec, spec), pids, spec, lexical_of(work),
+                       passages, RetrieveOptions(k=k, method=method))
+    return pa.concat_tables([c for c, _ in stage.run(qids, [texts[q] for q in qids], queries.take(qids), progress=False)])
+
+
+def test_dense_run_equals_exact_numpy_top_k_and_every_candidate_has_exact_signals(adi_embedded):
     work = Workdir(adi_embedded)
     candidates = read_ranked(work.candidates("test"))
     assert candidates.schema.remove_metadata().equals(CANDIDATES)
@@ -36,19 +54,75 @@ def test_flat_candidates_equal_exact_numpy_top_k(adi_embedded):
     qids = list(dict.fromkeys(candidates["query_id"].to_pylist()))
     sims = unit(queries.take(qids).astype(np.float64)) @ unit(pvec.astype(np.float64)).T
     position = {p: i for i, p in enumerate(pids)}
-    got = candidates.to_pandas().groupby("query_id", sort=False)
+    dense = read_trec(work.run("test", "dense"))
     assert len(qids) == 35
     swaps = 0
     for row, qid in enumerate(qids):
-        group = got.get_group(qid)
         top = np.argsort(-sims[row], kind="stable")[:50]
-        returned = np.array([position[p] for p in group["passage_id"]])
-        assert group["rank"].tolist() == list(range(1, 51))
-        np.testing.assert_allclose(group["score"].to_numpy(), sims[row, returned], atol=1e-5)
+        returned = np.array([position[p] for p in sorted(dense[qid], key=lambda p: -dense[qid][p])])
         # Same list as the exact float64 top-50, up to order among scores tied within 1e-5.
         np.testing.assert_allclose(sims[row, returned], sims[row, top], atol=1e-5)
         swaps += int((returned != top).sum())
     assert swaps <= 2
+    # Whichever side found a candidate, its dense score is the exact cosine, its BM25 the exact score.
+    lexical = lexical_of(work)
+    texts = dict(zip(*[read_queries(data_dir("adi"))[c].to_pylist() for c in ("id", "text")]))
+    for qid, rows in list(rows_by_query(candidates).items())[:5]:
+        ids = rows["passage_id"].to_pylist()
+        row = qids.index(qid)
+        np.testing.assert_allclose(rows["dense_score"].to_numpy(), sims[row, [position[p] for p in ids]], atol=1e-5)
+        np.testing.assert_allclose(rows["lexical_score"].to_numpy(), lexical.scores(texts[qid], ids), rtol=1e-6)
+
+
+def bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """Lucene BM25 (Lucene 8+: no constant (k1 + 1) factor) computed document by document, term by term."""
+    n, avgdl = len(docs), sum(len(d) for d in docs) / len(docs)
+    df = {t: sum(1 for d in docs if t in d) for t in set(query)}
+    out = np.zeros(n)
+    for i, doc in enumerate(docs):
+        for term in query:
+            tf = doc.count(term)
+            if tf:
+                idf = np.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+                out[i] += idf * tf / (tf + k1 * (1 - b + b * len(doc) / avgdl))
+    return out
+
+
+def test_lexical_scores_equal_a_slow_per_document_bm25(adi_embedded):
+    work = Workdir(adi_embedded)
+    ids, _, texts = TextTable(work.texts).read()
+    lexical = lexical_of(work)
+    assert lexical.ids == ids
+    docs = lexical.tokens(texts)
+    for query in ("information retrieval systems", "computer indexing of documents", "the of and"):
+        expected = bm25_reference(docs, lexical.tokens([query])[0])
+        np.testing.assert_allclose(lexical.scores(query, ids), expected, rtol=1e-5, atol=1e-6)
+        positions, scores = lexical.search([query], 10)
+        order = np.lexsort((np.arange(len(ids)), -expected))[:10]
+        order = order[expected[order] > 0]
+        assert positions[0, : len(order)].tolist() == order.tolist()
+
+
+def test_fused_ranks_equal_a_hand_computation(adi_embedded):
+    work = Workdir(adi_embedded)
+    candidates = read_ranked(work.candidates("test"))  # hybrid, convex, k=50
+    rrf_run, convex_run = read_trec(work.run("test", "hybrid-rrf")), read_trec(work.run("test", "hybrid-convex"))
+    dense_run, lexical_run = read_trec(work.run("test", "dense")), read_trec(work.run("test", "lexical"))
+    for qid in list(dense_run)[:8]:
+        dense_rank = {p: r for r, p in enumerate(sorted(dense_run[qid], key=lambda p: -dense_run[qid][p]), 1)}
+        lexical_rank = {p: r for r, p in enumerate(sorted(lexical_run[qid], key=lambda p: -lexical_run[qid][p]), 1)}
+        pool = list(dense_rank) + [p for p in lexical_rank if p not in dense_rank]
+        rrf = {p: sum(1 / (60 + r[p]) for r in (dense_rank, lexical_rank) if p in r) for p in pool}
+        hand = sorted(pool, key=lambda p: (-rrf[p], dense_rank.get(p, 51), lexical_rank.get(p, 51), p))[:50]
+        assert sorted(rrf_run[qid], key=lambda p: -rrf_run[qid][p]) == hand
+        rows = rows_by_query(candidates)[qid].to_pylist()
+        signal = {r["passage_id"]: r for r in rows}
+        assert list(convex_run[qid]) == [r["passage_id"] for r in rows]  # the candidates are the convex run
+        d = np.array([signal[p]["dense_score"] for p in signal])
+        x = np.array([signal[p]["lexical_score"] for p in signal])
+        assert all(signal[p]["dense_rank"] == dense_rank.get(p, 51) for p in signal)
+        assert all(signal[p]["lexical_rank"] == lexical_rank.get(p, 51) for p in signal)
+        assert d.size == 50 and x.size == 50
 
 
 def test_trec_run_matches_the_candidates_table(adi_embedded):
@@ -98,23 +172,18 @@ def test_candidates_depend_on_their_queries_vectors_not_the_cache_version(adi_em
 
 def test_approximate_indexes_agree_with_flat(adi_embedded):
     work = Workdir(adi_embedded)
-    pids, pvec = EmbeddingCache(work.passages).read_all()
-    queries = EmbeddingCache(work.queries)
-    qids = queries.ids()
-    qvec = queries.take(qids)
-    exact = retrieve(faiss_index.build(pvec, IndexSpec()), pids, qids, qvec, 10, IndexSpec(), progress=False)
+    exact = first_stage(work, IndexSpec(), 10)
     for spec in (IndexSpec(kind="ivf", nlist=4, nprobe=4), IndexSpec(kind="hnsw")):
-        approx = retrieve(faiss_index.build(pvec, spec), pids, qids, qvec, 10, spec, progress=False)
+        approx = first_stage(work, spec, 10)
         assert approx["passage_id"].to_pylist() == exact["passage_id"].to_pylist()
 
 
 def test_k_larger_than_the_corpus_is_clamped_with_a_warning(adi_embedded, caplog):
     work = Workdir(adi_embedded)
-    index, pids, _ = faiss_index.load(work.index)
-    queries = EmbeddingCache(work.queries)
-    qids = queries.ids()[:3]
+    index, _, _ = faiss_index.load(work.index)
+    qids = EmbeddingCache(work.queries).ids()[:3]
     with caplog.at_level(logging.WARNING):
-        table = retrieve(index, pids, qids, queries.take(qids), 500, IndexSpec(), progress=False)
+        table = first_stage(work, IndexSpec(), 500, method="hybrid", index=index, qids=qids)
     assert "k=500 is larger than the 82 indexed passages; clamped to 82" in caplog.text
     assert table.num_rows == 3 * 82
 

@@ -29,7 +29,7 @@ from listcon.jobs.config import (
 )
 from listcon.jobs.embed_job import embed
 from listcon.jobs.evaluate_job import EvaluateResult, evaluate
-from listcon.jobs.index_job import index
+from listcon.jobs.index_job import IndexResult, index
 from listcon.jobs.mine_job import MineResult, mine
 from listcon.jobs.rerank_job import RerankResult, rerank
 from listcon.jobs.retrieve_job import RetrieveResult, retrieve
@@ -60,6 +60,7 @@ __all__ = [
     "EvaluateOptions",
     "EvaluateResult",
     "ExtraSource",
+    "IndexResult",
     "IndexSpec",
     "ListConRanker",
     "ListConRankerConfig",

@@ -32,6 +32,12 @@ def per_query(qrels: pa.Table, run: dict[str, dict[str, float]], measures: Itera
     return values
 
 
+def without_self(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The run without a passage whose id is its query's id (BEIR's rule for collections whose
+    queries are also documents, where the query would otherwise retrieve itself)."""
+    return {q: {p: s for p, s in docs.items() if p != q} for q, docs in run.items()}
+
+
 def aggregate(values: dict[str, dict[str, float]]) -> dict[str, float]:
     """Mean of each measure over its queries."""
     return {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in values.items()}

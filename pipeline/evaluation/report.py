@@ -21,15 +21,47 @@ DEPTH_RUN = re.compile(r"^(?P<base>.+)-top(?P<depth>\d+)$")
 SIGNIFICANCE = 0.05
 
 
+FIRST_STAGES = ("dense", "lexical", "hybrid-rrf", "hybrid-convex", "first_stage")
+
+
+def run_order(runs: list[str]) -> list[str]:
+    """First stages first (dense, lexical, the fusions, the candidate source), then every
+    ``<base>-top<N>`` by depth with ``<base>`` (its full depth) after them, then the rest by name."""
+    def key(run: str):
+        if run in FIRST_STAGES:
+            return (0, FIRST_STAGES.index(run), 0, run)
+        match = DEPTH_RUN.match(run)
+        if match:
+            return (1, match["base"], int(match["depth"]), run)
+        if any(DEPTH_RUN.match(r) and DEPTH_RUN.match(r)["base"] == run for r in runs):
+            return (1, run, float("inf"), run)
+        return (2, run, 0, run)
+    return sorted(runs, key=key)
+
+
+def confidence_interval(values: dict[str, float], level: float = 0.95) -> float:
+    """Half-width of the ``level`` t-interval of the mean over queries (0 when undefined)."""
+    from scipy.stats import t
+
+    n = len(values)
+    if n < 2:
+        return 0.0
+    data = list(values.values())
+    mean = sum(data) / n
+    sd = (sum((x - mean) ** 2 for x in data) / (n - 1)) ** 0.5
+    return float(t.ppf(0.5 + level / 2, n - 1) * sd / n**0.5)
+
+
 def summarize(per_run: dict[str, dict[str, dict[str, float]]], baseline: str | None) -> dict:
-    """``{run: {measure: {mean, p_vs_baseline, delta}}}`` plus the query count."""
+    """``{run: {measure: {mean, ci95, p_vs_baseline, delta}}}``, runs in their natural order."""
     out: dict = {}
     base = per_run.get(baseline) if baseline else None
-    for run, values in per_run.items():
+    for run in run_order(list(per_run)):
+        values = per_run[run]
         means = aggregate(values)
         out[run] = {}
         for measure, mean in means.items():
-            entry = {"mean": mean}
+            entry = {"mean": mean, "ci95": confidence_interval(values[measure])}
             if base is not None and run != baseline:
                 entry["delta"] = mean - aggregate({measure: base[measure]})[measure]
                 entry["p_vs_baseline"] = paired_test(values[measure], base[measure])
@@ -37,8 +69,25 @@ def summarize(per_run: dict[str, dict[str, dict[str, float]]], baseline: str | N
     return out
 
 
-def markdown(title: str, summary: dict, measures: list[str], baseline: str | None, queries: int, plots: list[str]) -> str:
-    lines = [f"# {title}", "", f"{queries} judged queries (a query missing from a run counts as 0)."]
+def versus(per_run: dict, main_run: str | None, measure: str) -> dict:
+    """The main run against every first stage: ``{first stage: {delta, p}}`` on ``measure``."""
+    if not main_run or main_run not in per_run:
+        return {}
+    ours = per_run[main_run][measure]
+    out = {}
+    for run in FIRST_STAGES:
+        if run in per_run:
+            theirs = per_run[run][measure]
+            out[run] = {"delta": aggregate({measure: ours})[measure] - aggregate({measure: theirs})[measure],
+                        "p": paired_test(ours, theirs)}
+    return out
+
+
+def markdown(title: str, summary: dict, measures: list[str], baseline: str | None, queries: int, plots: list[str],
+             main_run: str | None = None, against: dict | None = None, notes: list[str] = ()) -> str:
+    lines = [f"# {title}", "", f"{queries} judged queries (a query missing from a run counts as 0). "
+             "Each mean carries the half-width of its 95% confidence interval over queries (t-interval)."]
+    lines += list(notes)
     if baseline:
         lines.append(f"Paired t-test against `{baseline}`; `*` marks p < {SIGNIFICANCE}.")
     lines += ["", "| run | " + " | ".join(measures) + " |", "|---|" + "---:|" * len(measures)]
@@ -46,12 +95,16 @@ def markdown(title: str, summary: dict, measures: list[str], baseline: str | Non
         cells = []
         for m in measures:
             entry = metrics[m]
-            cell = f"{entry['mean']:.4f}"
+            cell = f"{entry['mean']:.4f} ±{entry['ci95']:.3f}"
             if "p_vs_baseline" in entry:
                 star = "*" if entry["p_vs_baseline"] < SIGNIFICANCE else ""
                 cell += f" ({entry['delta']:+.4f}{star}, p={entry['p_vs_baseline']:.3g})"
             cells.append(cell)
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    if against:
+        lines += ["", f"`{main_run}` against each first stage ({measures[0]}, paired t-test):", "",
+                  "| first stage | delta | p |", "|---|---:|---:|"]
+        lines += [f"| {run} | {v['delta']:+.4f} | {v['p']:.3g} |" for run, v in against.items()]
     lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
 
@@ -115,7 +168,8 @@ def plot_delta_histogram(path: Path, per_run: dict, run: str, baseline: str, mea
 
 
 def write_report(directory: str | Path, title: str, per_run: dict, measures: list[str], baseline: str | None,
-                 main_run: str | None, full_depth: dict[str, int], extra: dict | None = None) -> dict:
+                 main_run: str | None, full_depth: dict[str, int], extra: dict | None = None,
+                 notes: list[str] = ()) -> dict:
     """Write metrics.json, report.md and the plots; returns the summary."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -129,7 +183,10 @@ def write_report(directory: str | Path, title: str, per_run: dict, measures: lis
     if baseline and main_run and main_run in per_run and baseline in per_run:
         plots.append(directory / "delta_histogram.png")
         plot_delta_histogram(plots[-1], per_run, main_run, baseline, headline)
-    payload = {"title": title, "queries": queries, "baseline": baseline, "runs": summary, **(extra or {})}
+    against = versus(per_run, main_run, headline)
+    payload = {"title": title, "queries": queries, "baseline": baseline, "runs": summary,
+               "main_vs_first_stages": against, **(extra or {})}
     write_text(directory / "metrics.json", json.dumps(payload, indent=2) + "\n")
-    write_text(directory / "report.md", markdown(title, summary, measures, baseline, queries, [str(p) for p in plots]))
+    write_text(directory / "report.md", markdown(title, summary, measures, baseline, queries, [str(p) for p in plots],
+                                                 main_run, against, notes))
     return summary

@@ -18,6 +18,7 @@ import torch
 
 from listcon.model import ListConRanker, ListScorer, PruneSchedule
 from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.retrieval.signals import select
 from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
 from listcon.schemas import RANKINGS
 
@@ -61,15 +62,29 @@ class CachedReranker:
         self.skipped_missing = 0
         self.seconds = {"take": 0.0, "model": 0.0}  # where the time goes (bench, logs)
 
-    def rerank(self, lists: list[tuple[str, list[str]]]) -> pa.Table:
-        """Rankings rows for ``[(query_id, candidate ids best-first), ...]``, in batches that fit the budget."""
-        depth = self.settings.depth
-        lists = [(q, c[:depth] if depth else c) for q, c in lists]
-        parts = [self._rerank_batch(lists[part]) for part in self.scorer.batches([len(c) for _, c in lists])]
-        return pa.concat_tables(parts) if parts else RANKINGS.empty_table()
+    def rerank(self, lists: list[tuple]) -> pa.Table:
+        """Rankings rows for ``[(query_id, candidate ids best-first[, signal matrix]), ...]``.
 
-    def _rerank_batch(self, lists: list[tuple[str, list[str]]]) -> pa.Table:
-        flat = [p for _, c in lists for p in c]
+        Lists are scored in batches that fit the memory budget. With a depth, each query's
+        top-``depth`` are reranked and the rest follow in first-stage order (round -1, scores
+        below every reranked one), so deeper metrics compare fairly across depths. A head with
+        signals needs each list's signal matrix (``iter_lists(..., signals_k=k)``).
+        """
+        names = self.scorer.head.config.signals
+        if names and any(len(item) < 3 for item in lists):
+            raise ValueError(f"this head takes the first-stage signals {list(names)}; rerank candidates that carry "
+                             "them (a candidates table written by `listcon retrieve`)")
+        depth = self.settings.depth
+        tails = {item[0]: item[1][depth:] for item in lists} if depth else {}
+        lists = [(item[0], item[1][:depth] if depth else item[1], *item[2:]) for item in lists]
+        if names:
+            lists = [(q, c, select(m[: len(c)], names, f"the candidates of query {q!r}")) for q, c, m in lists]
+        parts = [self._rerank_batch(lists[part]) for part in self.scorer.batches([len(item[1]) for item in lists])]
+        table = pa.concat_tables(parts) if parts else RANKINGS.empty_table()
+        return with_tails(table, tails) if any(tails.values()) else table
+
+    def _rerank_batch(self, lists: list[tuple]) -> pa.Table:
+        flat = [p for item in lists for p in item[1]]
         positions = self.passages.positions(flat)
         if (positions < 0).any():
             missing = [p for p, i in zip(flat, positions) if i < 0]
@@ -77,19 +92,23 @@ class CachedReranker:
                 raise MissingPassagesError(self.passages.uri, missing)
             self.skipped_missing += len(missing)
             known = set(np.asarray(flat, dtype=object)[positions >= 0])
-            lists = [(q, [p for p in c if p in known]) for q, c in lists]
-            flat = [p for _, c in lists for p in c]
+            lists = [(item[0], [p for p in item[1] if p in known],
+                      *([item[2][[p in known for p in item[1]]]] if len(item) > 2 else [])) for item in lists]
+            flat = [p for item in lists for p in item[1]]
         if not flat:
             return RANKINGS.empty_table()
         started = time.perf_counter()
         vectors = self.passages.take(flat)
-        query_vectors = self._query_vectors([q for q, _ in lists])
+        query_vectors = self._query_vectors([item[0] for item in lists])
         self.seconds["take"] += time.perf_counter() - started
-        offsets = np.cumsum([0, *(len(c) for _, c in lists)])
+        offsets = np.cumsum([0, *(len(item[1]) for item in lists)])
+        blocks = [vectors[s:e] for s, e in zip(offsets[:-1], offsets[1:])]
+        if self.scorer.head.config.signals:
+            blocks = [np.concatenate([b, item[2]], axis=1) for b, item in zip(blocks, lists)]
         started = time.perf_counter()
-        order, scores, rounds = self.scorer.rank(query_vectors, [vectors[s:e] for s, e in zip(offsets[:-1], offsets[1:])])
+        order, scores, rounds = self.scorer.rank(query_vectors, blocks)
         self.seconds["model"] += time.perf_counter() - started
-        return rankings_table(lists, order, scores, rounds)
+        return rankings_table([item[:2] for item in lists], order, scores, rounds)
 
 
     def _query_vectors(self, query_ids: list[str]) -> np.ndarray:
@@ -98,6 +117,30 @@ class CachedReranker:
         cached = [q for q in query_ids if q not in self.extra_queries]
         found = dict(zip(cached, self.queries.take(cached))) if cached else {}
         return np.stack([self.extra_queries[q] if q in self.extra_queries else found[q] for q in query_ids])
+
+
+def with_tails(table: pa.Table, tails: dict[str, list[str]]) -> pa.Table:
+    """Each query's reranked rows followed by its not-reranked candidates in first-stage order
+    (round -1; scores -1, -2, ... below every reranked score, so the order stays strictly decreasing)."""
+    parts, qids = [], table["query_id"].to_numpy(zero_copy_only=False)
+    bounds = np.flatnonzero(np.r_[True, qids[1:] != qids[:-1], True]) if len(qids) else np.array([0])
+    done = set()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        query = qids[start]
+        parts.append(table.slice(start, end - start))
+        done.add(query)
+        parts.append(_tail_rows(query, tails.get(query, []), end - start))
+    for query, tail in tails.items():
+        if query not in done and tail:
+            parts.append(_tail_rows(query, tail, 0))
+    return pa.concat_tables(parts)
+
+
+def _tail_rows(query: str, tail: list[str], offset: int) -> pa.Table:
+    n = len(tail)
+    return pa.table({"query_id": [query] * n, "passage_id": tail, "rank": np.arange(offset + 1, offset + n + 1, dtype=np.int32),
+                     "score": -np.arange(1, n + 1, dtype=np.float64), "round": np.full(n, -1, dtype=np.int32)},
+                    schema=RANKINGS)
 
 
 def rankings_table(lists: list[tuple[str, list[str]]], order: np.ndarray, scores: np.ndarray, rounds: np.ndarray) -> pa.Table:

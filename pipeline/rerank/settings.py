@@ -12,7 +12,7 @@ from listcon.schemas import check_choices, choice, option
 class RerankSettings:
     """Batching, precision and input policy of the rerank step (Algorithm 1's schedule is separate)."""
 
-    depth: int | None = option(None, "rerank only each query's top-N candidates (the rest are left out of the ranking)")
+    depth: int | None = option(None, "rerank each query's top-N candidates; the rest follow in first-stage order")
     memory_budget_mb: int = option(1024, "activation memory of one batch of lists")
     skip_missing: bool = option(False, "skip candidates missing from the passage cache (counted) instead of failing")
     device: str | None = option(None, "torch device (default: cuda when available, else cpu)")

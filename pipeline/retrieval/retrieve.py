@@ -1,8 +1,19 @@
-"""First-stage retrieval: top-K passages per query from the FAISS index."""
+"""First-stage retrieval: dense (FAISS), lexical (BM25), their fusion, or an external run as
+the candidate source, with every signal computed exactly for every candidate.
+
+Per query: the dense top-k and the lexical top-k are retrieved; the candidates are one
+side's list, the fused union (``rrf``: sum of 1/(60 + rank) over the sides that found it;
+``convex``: w * minmax(dense) + (1 - w) * minmax(lexical) over the union), or an external
+run's list. Whichever side found a candidate, its dense score (cosine of the cached
+vectors) and its BM25 score are computed, never left null; a side's rank is the candidate's
+rank in that side's top-k, or k + 1 when it is below it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -10,9 +21,35 @@ from tqdm.auto import tqdm
 
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
-from listcon.schemas import CANDIDATES
+from listcon.pipeline.retrieval.lexical import LexicalIndex
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.schemas import CANDIDATES, check_choices, choice, option
 
 log = logging.getLogger(__name__)
+
+METHODS = ("hybrid", "dense", "lexical")
+FUSIONS = ("convex", "rrf")
+COMPARISONS = ("dense", "lexical", "hybrid-rrf", "hybrid-convex")  # first-stage runs written beside the candidates
+
+
+@dataclass(frozen=True)
+class RetrieveOptions:
+    """Where candidates come from and how many."""
+
+    k: int = option(1000, "candidates per query")
+    method: str = choice("hybrid", METHODS, "candidate source: fused dense + BM25, or one side")
+    fusion: str = choice("convex", FUSIONS, "hybrid fusion: min-max convex combination, or reciprocal rank fusion")
+    convex_weight: float = option(0.5, "weight of the dense side in convex fusion")
+    rrf_k: int = option(60, "RRF constant")
+    from_run: str | None = option(None, "take candidates from this external run (TREC, or Parquet/Lance with "
+                                        "query_id, passage_id, score) instead of retrieving them")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if not 0.0 <= self.convex_weight <= 1.0:
+            raise ValueError(f"convex_weight must be in [0, 1], got {self.convex_weight}")
 
 
 def clamp_k(k: int, count: int) -> int:
@@ -25,22 +62,119 @@ def clamp_k(k: int, count: int) -> int:
     return k
 
 
-def retrieve(index, passage_ids: list[str], query_ids: list[str], query_vectors: np.ndarray, k: int,
-             spec: IndexSpec, batch: int = 256, progress: bool = True) -> pa.Table:
-    """Candidates table (query_id, passage_id, rank, score), queries in the order given."""
-    k = clamp_k(k, len(passage_ids))
-    searcher = faiss_index.for_search(index, spec)
-    ids = np.asarray(passage_ids, dtype=object)
-    parts = []
-    for start in tqdm(range(0, len(query_ids), batch), desc="retrieve", unit="batch", disable=not progress):
-        scores, positions = faiss_index.search(searcher, query_vectors[start : start + batch], k, spec.metric, batch)
-        for row, qid in enumerate(query_ids[start : start + batch]):
-            found = positions[row] >= 0  # approximate indexes may return fewer than k
-            n = int(found.sum())
-            parts.append(pa.table({
-                "query_id": pa.array([qid] * n, pa.string()),
-                "passage_id": pa.array(ids[positions[row][found]].tolist(), pa.string()),
-                "rank": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-                "score": pa.array(scores[row][found]),
-            }, schema=CANDIDATES))
+def dense_scores(query: np.ndarray, passages: np.ndarray, metric: str) -> np.ndarray:
+    """The dense signal: cosine (or inner product) of a query vector and passage vectors, float32."""
+    q = faiss_index.prepare(query[None], metric)[0]
+    return faiss_index.prepare(passages, metric) @ q
+
+
+def minmax(values: np.ndarray) -> np.ndarray:
+    span = values.max() - values.min() if len(values) else 0.0
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+@dataclass
+class Sides:
+    """One query's per-side top-k (passage id -> 1-based rank) and how to score any passage."""
+
+    dense: dict[str, int]
+    lexical: dict[str, int]
+    k: int
+
+
+class FirstStage:
+    """Retrieves and scores candidates; ``run(...)`` yields one query's tables at a time."""
+
+    def __init__(self, index, passage_ids: list[str], spec: IndexSpec, lexical: LexicalIndex, passages: EmbeddingCache,
+                 options: RetrieveOptions) -> None:
+        self.searcher = faiss_index.for_search(index, spec)
+        self.passage_ids = np.asarray(passage_ids, dtype=object)
+        self.spec, self.lexical, self.passages, self.options = spec, lexical, passages, options
+        self.k = clamp_k(options.k, len(passage_ids))
+
+    def run(self, query_ids: list[str], query_texts: list[str], query_vectors: np.ndarray,
+            external: dict[str, list[tuple[str, float]]] | None = None, batch: int = 256,
+            progress: bool = True) -> Iterator[tuple[pa.Table, dict[str, pa.Table]]]:
+        """Per query batch: (candidates, {comparison run name: its rows}) in CANDIDATES' schema."""
+        k = self.k
+        for start in tqdm(range(0, len(query_ids), batch), desc="retrieve", unit="batch", disable=not progress):
+            qids, texts = query_ids[start : start + batch], query_texts[start : start + batch]
+            vectors = query_vectors[start : start + batch]
+            _, positions = faiss_index.search(self.searcher, vectors, k, self.spec.metric, batch)
+            lex_tokens = self.lexical.tokens(texts)
+            candidates, comparisons = [], {name: [] for name in COMPARISONS}
+            for row, qid in enumerate(qids):
+                dense = [self.passage_ids[p] for p in positions[row] if p >= 0]
+                bm25 = self.lexical.full_scores(lex_tokens[row])
+                lexical = self._lexical_top(bm25)
+                sides = Sides({p: i + 1 for i, p in enumerate(dense)}, {p: i + 1 for i, p in enumerate(lexical)}, k)
+                pool = list(dict.fromkeys([*dense, *lexical, *(p for p, _ in (external or {}).get(qid, []))]))
+                signals = self._signals(vectors[row], bm25, pool, sides)
+                for name, ordered in self._orders(pool, signals, sides).items():
+                    comparisons[name].append(_rows(qid, ordered, signals, None))
+                if external is not None:
+                    ranked = [p for p, _ in external.get(qid, [])][:k]
+                    given = dict(external.get(qid, []))
+                    candidates.append(_rows(qid, ranked, signals, given))
+                else:
+                    candidates.append(comparisons[self._source()][-1])
+            yield _concat(candidates), {name: _concat(parts) for name, parts in comparisons.items()}
+
+    def _source(self) -> str:
+        method = self.options.method
+        return f"hybrid-{self.options.fusion}" if method == "hybrid" else method
+
+    def _lexical_top(self, bm25: np.ndarray) -> list[str]:
+        k = min(self.k, len(bm25))
+        top = np.argpartition(-bm25, k - 1)[:k] if k < len(bm25) else np.arange(len(bm25))
+        top = top[np.lexsort((top, -bm25[top]))]
+        return [self.lexical.ids[i] for i in top if bm25[i] > 0]
+
+    def _signals(self, query_vector: np.ndarray, bm25: np.ndarray, pool: list[str], sides: Sides) -> dict[str, dict]:
+        vectors = self.passages.take(pool) if pool else np.zeros((0, len(query_vector)), np.float32)
+        dense = dense_scores(query_vector, vectors, self.spec.metric)
+        lexical = np.array([bm25[self.lexical.position[p]] if p in self.lexical.position else 0.0 for p in pool],
+                           dtype=np.float32)
+        return {"dense_score": dict(zip(pool, dense.tolist())), "lexical_score": dict(zip(pool, lexical.tolist())),
+                "dense_rank": {p: sides.dense.get(p, sides.k + 1) for p in pool},
+                "lexical_rank": {p: sides.lexical.get(p, sides.k + 1) for p in pool}}
+
+    def _orders(self, pool: list[str], signals: dict[str, dict], sides: Sides) -> dict[str, list[tuple[str, float]]]:
+        """Each comparison run's top-k as (passage, score), best first."""
+        k, options = sides.k, self.options
+        # Each side ordered by the exact score it carries (so TREC readers see the same order), ties by its rank.
+        dense = sorted(sides.dense, key=lambda p: (-signals["dense_score"][p], sides.dense[p]))
+        lexical = sorted(sides.lexical, key=lambda p: (-signals["lexical_score"][p], sides.lexical[p]))
+        rrf = {p: sum(1.0 / (options.rrf_k + r[p]) for r in (sides.dense, sides.lexical) if p in r) for p in pool}
+        d = minmax(np.array([signals["dense_score"][p] for p in pool], dtype=np.float64))
+        x = minmax(np.array([signals["lexical_score"][p] for p in pool], dtype=np.float64))
+        convex = dict(zip(pool, (options.convex_weight * d + (1 - options.convex_weight) * x).tolist()))
+        tie = lambda p: (sides.dense.get(p, k + 1), sides.lexical.get(p, k + 1), p)  # noqa: E731
+        return {
+            "dense": [(p, signals["dense_score"][p]) for p in dense],
+            "lexical": [(p, signals["lexical_score"][p]) for p in lexical],
+            "hybrid-rrf": [(p, rrf[p]) for p in sorted(pool, key=lambda p: (-rrf[p], *tie(p)))[:k]],
+            "hybrid-convex": [(p, convex[p]) for p in sorted(pool, key=lambda p: (-convex[p], *tie(p)))[:k]],
+        }
+
+
+def _rows(qid: str, ordered, signals: dict[str, dict], external: dict[str, float] | None) -> pa.Table:
+    """CANDIDATES rows for one query: ``ordered`` is [(passage, score)] (or [passage] with ``external``)."""
+    if external is not None:
+        ids = list(ordered)
+        scores = [external[p] for p in ids]
+        ext_score, ext_rank = scores, list(range(1, len(ids) + 1))
+    else:
+        ids = [p for p, _ in ordered]
+        scores = [s for _, s in ordered]
+        ext_score = ext_rank = [None] * len(ids)
+    return pa.table({
+        "query_id": [qid] * len(ids), "passage_id": ids, "rank": np.arange(1, len(ids) + 1, dtype=np.int32),
+        "score": np.asarray(scores, dtype=np.float32),
+        **{name: [signals[name][p] for p in ids] for name in ("dense_score", "dense_rank", "lexical_score", "lexical_rank")},
+        "external_score": pa.array(ext_score, pa.float32()), "external_rank": pa.array(ext_rank, pa.int32()),
+    }, schema=CANDIDATES)
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(parts) if parts else CANDIDATES.empty_table()

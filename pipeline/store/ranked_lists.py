@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from listcon.pipeline.store.lance_tables import open_table
-from listcon.schemas import DataError
+from listcon.schemas import SIGNAL_COLUMNS, SIGNALS, DataError
 
 PROVENANCE_KEY = b"listcon.provenance"
 
@@ -55,50 +55,67 @@ def read_ranked(uri: str) -> pa.Table:
     return dataset.to_table()
 
 
-def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16) -> Iterator[tuple[str, list[str]]]:
+def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16,
+               signals_k: int | None = None) -> Iterator[tuple]:
     """``(query_id, passage ids by rank)`` for each of ``query_ids``, streamed from a ranked list.
 
     Reads the table in batches, so memory holds one query's list, not the table: queries come
     in table order (rows of one query must be contiguous, as retrieval writes them), then the
     queries the table lacks, each with an empty list. Queries not in ``query_ids`` are skipped.
+    With ``signals_k`` (the candidates' k), each item also carries the list's signal matrix
+    (``listcon.pipeline.retrieval.signals``), so reranking and mining compute signals alike.
     """
+    from listcon.pipeline.retrieval.signals import QuerySignals
+
     wanted = dict.fromkeys(query_ids)
     seen: set[str] = set()
     current: str | None = None
-    ranks: list[np.ndarray] = []
-    passages: list[np.ndarray] = []
+    parts: list[pa.RecordBatch] = []
     row = 0
     dataset = open_table(uri)
     if dataset is None:
         raise FileNotFoundError(f"no ranked list at {uri}")
-    batches = dataset.to_batches(columns=["query_id", "passage_id", "rank"], batch_size=batch_rows)
-    for batch in batches:
+    columns = ["query_id", "passage_id", "rank"]
+    if signals_k is not None:
+        columns += ["score", *SIGNAL_COLUMNS]
+
+    def item(query: str, slices: list[pa.RecordBatch]):
+        table = pa.Table.from_batches(slices).sort_by("rank")
+        ids = table["passage_id"].to_pylist()
+        if signals_k is None:
+            return query, ids
+        return query, ids, QuerySignals(table, signals_k).matrix(ids)
+
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
         qids = batch["query_id"].to_numpy(zero_copy_only=False)
-        pids = batch["passage_id"].to_numpy(zero_copy_only=False)
-        rank = batch["rank"].to_numpy()
         bounds = np.flatnonzero(np.r_[True, qids[1:] != qids[:-1], True])
         for start, end in zip(bounds[:-1], bounds[1:]):
             query = qids[start]
             if query != current:
                 if current is not None and current in wanted:
-                    yield current, _by_rank(passages, ranks)
+                    yield item(current, parts)
                 if query in seen:
                     raise DataError(uri, "rows of one query must be contiguous (sorted by query_id, rank), but this query "
                                     "appears again after other queries", record=f"row {row + start} (query {query!r})",
                                     column="query_id")
                 seen.add(query)
-                current, ranks, passages = query, [], []
-            ranks.append(rank[start:end])
-            passages.append(pids[start:end])
+                current, parts = query, []
+            parts.append(batch.slice(start, end - start))
         row += len(qids)
     if current is not None and current in wanted:
-        yield current, _by_rank(passages, ranks)
-    yield from ((query, []) for query in wanted if query not in seen)
+        yield item(current, parts)
+    empty = np.zeros((0, len(SIGNALS)), np.float32)
+    yield from ((query, []) if signals_k is None else (query, [], empty) for query in wanted if query not in seen)
 
 
-def _by_rank(passages: list[np.ndarray], ranks: list[np.ndarray]) -> list[str]:
-    order = np.argsort(np.concatenate(ranks), kind="stable")
-    return np.concatenate(passages)[order].tolist()
+def rows_by_query(table: pa.Table) -> dict[str, pa.Table]:
+    """Each query's rows of a ranked-list table, in rank order (one sort, then zero-copy slices)."""
+    ordered = table.sort_by([("query_id", "ascending"), ("rank", "ascending")])
+    qids = ordered["query_id"].to_numpy(zero_copy_only=False)
+    if not len(qids):
+        return {}
+    bounds = np.flatnonzero(np.r_[True, qids[1:] != qids[:-1], True])
+    return {qids[s]: ordered.slice(s, e - s) for s, e in zip(bounds[:-1], bounds[1:])}
 
 
 def candidate_lists(candidates: pa.Table, query_ids: list[str]) -> list[tuple[str, list[str]]]:

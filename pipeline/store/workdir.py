@@ -27,8 +27,16 @@ class Workdir:
         return self._lance("queries.lance")
 
     @property
+    def texts(self) -> str:
+        return self._lance("texts.lance")
+
+    @property
     def index(self) -> Path:
         return self.root / "index"
+
+    @property
+    def lexical(self) -> Path:
+        return self.root / "lexical"
 
     def candidates(self, split: str) -> str:
         return self._lance(f"candidates/{split}.lance")

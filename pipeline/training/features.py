@@ -15,6 +15,7 @@ import torch
 
 from listcon.model import TextEncoder, pad_lists
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.schemas import SIGNALS
 
 
 @dataclass
@@ -40,16 +41,24 @@ class Lists:
 
 @dataclass
 class Validation:
-    """Held-out queries: their candidate lists (best first) and qrels."""
+    """Held-out queries: their candidate lists (best first) and qrels; ``group`` names each
+    query's collection, and the validation score is the mean over collections (macro), so
+    every collection counts alike however many held-out queries it has."""
 
     lists: list[tuple[str, list[str]]]
     qrels: pa.Table
+    group: dict[str, str] | None = None
 
 
 class CachedFeatures:
-    """Stage 1: features from the Lance caches, loaded once into memory."""
+    """Stage 1: features from the Lance caches, loaded once into memory.
 
-    def __init__(self, passages: EmbeddingCache, queries: EmbeddingCache, passage_ids: list[str], query_ids: list[str]) -> None:
+    With ``signals`` (``{(query_id, passage_id): full SIGNALS vector}``) and the head's signal
+    ``names``, every list block is ``[n, E + S]``: features, then the head's signals.
+    """
+
+    def __init__(self, passages: EmbeddingCache, queries: EmbeddingCache, passage_ids: list[str], query_ids: list[str],
+                 signals: dict[tuple[str, str], np.ndarray] | None = None, names: tuple[str, ...] = ()) -> None:
         pids = list(dict.fromkeys(passage_ids))
         qids = list(dict.fromkeys(query_ids))
         self.p_row = {p: i for i, p in enumerate(pids)}
@@ -57,6 +66,7 @@ class CachedFeatures:
         self.p = torch.tensor(passages.take(pids))
         self.q = torch.tensor(queries.take(qids))
         self.dim = self.p.shape[1]
+        self.signals, self.names = signals or {}, tuple(names)
 
     @classmethod
     def combine(cls, parts: dict[str, "CachedFeatures"]) -> "CachedFeatures":
@@ -71,16 +81,30 @@ class CachedFeatures:
             q_parts.append(part.q)
         combined.p, combined.q = torch.cat(p_parts), torch.cat(q_parts)
         combined.dim = combined.p.shape[1]
+        combined.names = next(iter(parts.values())).names
+        combined.signals = {}
+        for name, part in parts.items():
+            key = (lambda k: f"{name}/{k}") if name else (lambda k: k)
+            combined.signals.update({(key(q), key(p)): v for (q, p), v in part.signals.items()})
         return combined
 
     def lists(self, query_ids: list[str], lists: list[list[str]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         rows = [torch.tensor([self.p_row[p] for p in c], dtype=torch.long) for c in lists]
-        return self.q[[self.q_row[q] for q in query_ids]], [self.p[r] for r in rows]
+        blocks = [self.p[r] for r in rows]
+        if self.names:
+            picked = [SIGNALS.index(n) for n in self.names]
+            blocks = [torch.cat([b, torch.tensor(np.stack([self.signals[(q, p)][picked] for p in c])
+                                                 if c else np.zeros((0, len(picked)), np.float32))], dim=1)
+                      for q, c, b in zip(query_ids, lists, blocks)]
+        return self.q[[self.q_row[q] for q in query_ids]], blocks
 
     def inputs(self, query_ids: list[str], lists: list[list[str]], device: torch.device) -> dict[str, torch.Tensor]:
         q, blocks = self.lists(query_ids, lists)
-        passages, mask = pad_lists(blocks, self.dim)
-        return {"query": q.to(device), "passages": passages.to(device), "mask": mask.to(device)}
+        padded, mask = pad_lists(blocks, self.dim + len(self.names))
+        inputs = {"query": q.to(device), "passages": padded[..., : self.dim].to(device), "mask": mask.to(device)}
+        if self.names:
+            inputs["signals"] = padded[..., self.dim :].to(device)
+        return inputs
 
 
 class EncodedFeatures:
@@ -117,11 +141,12 @@ class EncodedFeatures:
 
 
 def candidate_features(passages: EmbeddingCache, queries: EmbeddingCache, lists: Lists, validation: Validation | None,
-                       val_depth: int) -> CachedFeatures:
+                       val_depth: int, signals: dict[tuple[str, str], np.ndarray] | None = None,
+                       names: tuple[str, ...] = ()) -> CachedFeatures:
     """Stage-1 features for every passage and query training and validation will touch."""
     pids = [p for c in lists.passages for p in c]
     qids = list(lists.query_ids)
     if validation:
         pids += [p for _, c in validation.lists for p in c[:val_depth]]
         qids += [q for q, _ in validation.lists]
-    return CachedFeatures(passages, queries, pids, qids)
+    return CachedFeatures(passages, queries, pids, qids, signals, names)

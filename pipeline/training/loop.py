@@ -117,8 +117,17 @@ def rank_lists(scorer: ListScorer, features, lists: list[tuple[str, list[str]]],
 
 
 def validate(scorer: ListScorer, features, validation: Validation, depth: int) -> float:
-    """nDCG@10 of reranking the held-out queries' top-``depth`` candidates."""
-    return aggregate(per_query(validation.qrels, rank_lists(scorer, features, validation.lists, depth), ["nDCG@10"]))["nDCG@10"]
+    """nDCG@10 of reranking the held-out queries' top-``depth`` candidates; with groups, the mean over collections."""
+    run = rank_lists(scorer, features, validation.lists, depth)
+    values = per_query(validation.qrels, run, ["nDCG@10"])["nDCG@10"]
+    if not validation.group:
+        return aggregate({"nDCG@10": values})["nDCG@10"]
+    groups: dict[str, list[float]] = {}
+    for query, value in values.items():
+        groups.setdefault(validation.group.get(query, ""), []).append(value)
+    means = {name: sum(v) / len(v) for name, v in groups.items()}
+    log.info("validation nDCG@10 by collection: %s", {k: f"{v:.4f} ({len(groups[k])} q)" for k, v in means.items()})
+    return sum(means.values()) / len(means)
 
 
 def fit(lists: Lists, validation: Validation | None, features, settings: TrainSettings, out_dir: str | Path, *,
@@ -158,6 +167,16 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
     trained = wrap(module)
     loss_fn = settings.loss_fn()
     scorer = ListScorer(head, schedule, precision, device)
+    if not resumed and validation and validation.lists:
+        # Epoch 0: the head before training (with a prior, it ranks like the first stage). Training has
+        # to beat it on validation to replace it, so a run that does not generalise keeps the prior.
+        module.eval()
+        state.update(best_metric=validate(scorer, features, validation, settings.val_depth), best_epoch=0)
+        state["history"].append({"epoch": 0, "loss": None, "val_ndcg@10": state["best_metric"], "steps": 0,
+                                 "train_seconds": 0.0, "seconds": 0.0})
+        if rank == 0:
+            save_best(out_dir, head, encoder, to_dict(settings), encoder_info)
+        log.info("train: before training, validation %.4f", state["best_metric"])
     for epoch in range(state["epoch"], settings.epochs):
         if state["bad_epochs"] >= settings.patience:
             break

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from listcon.pipeline.store.ranked_lists import candidate_lists
-from listcon.schemas import TRAINING_LISTS, check_choices, choice, option
+from listcon.schemas import SIGNALS, TRAINING_LISTS, check_choices, choice, option
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,16 @@ def _rng(seed: int, query_id: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{query_id}".encode()).digest()[:8], "little"))
 
 
+SignalFn = Callable[[str, list[str]], np.ndarray]
+
+
 def mine(candidates: pa.Table, qrels: pa.Table, settings: MiningSettings = MiningSettings(),
-         unusable: frozenset[str] = frozenset()) -> pa.Table:
+         unusable: frozenset[str] = frozenset(), signals: SignalFn | None = None) -> pa.Table:
     """Training lists for every query with at least one positive and one negative candidate.
 
     ``unusable`` passages (no cached features) go in no list; judged, they still never count as negatives.
+    ``signals(query, passages)`` gives each list's per-passage signals (``[n, len(SIGNALS)]``;
+    NaN where absent when not given), computed as reranking computes them.
     """
     judged: dict[str, dict[str, int]] = {}
     for q, p, r in zip(qrels["query_id"].to_pylist(), qrels["passage_id"].to_pylist(), qrels["relevance"].to_pylist()):
@@ -73,8 +79,11 @@ def mine(candidates: pa.Table, qrels: pa.Table, settings: MiningSettings = Minin
             dropped += 1
             continue
         holdout = _rng(settings.seed + 1, query).random() < settings.holdout_fraction
-        rows.append({"query_id": query, "passage_ids": positives + negatives,
-                     "labels": [labels[p] for p in positives] + [0] * len(negatives), "holdout": holdout})
+        passages = positives + negatives
+        matrix = signals(query, passages) if signals else np.full((len(passages), len(SIGNALS)), np.nan, np.float32)
+        rows.append({"query_id": query, "passage_ids": passages,
+                     "labels": [labels[p] for p in positives] + [0] * len(negatives), "holdout": holdout,
+                     "signals": matrix.tolist()})
     if dropped:
         log.info("mining: %d judged queries had no positive or no negative to train on and were left out", dropped)
     return pa.Table.from_pylist(rows, schema=TRAINING_LISTS)

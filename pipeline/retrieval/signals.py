@@ -1,0 +1,108 @@
+"""Per-candidate signals for the listwise head, computed one way for mining and reranking.
+
+A query's signals are normalised over its whole first-stage candidate list (never over the
+list being scored), so a passage gets the same signal vector in a 20-passage training list,
+a top-100 rerank and a 1,000-candidate rerank:
+
+- ``dense``: the dense score (cosine) as it is;
+- ``lexical``: BM25 divided by the query's best candidate BM25;
+- ``dense_rank`` / ``lexical_rank``: 1 / log2(1 + rank) in that side's top-k (k + 1 below it);
+- ``fused``: the candidate source's score, min-max normalised over the query's candidates;
+- ``external``: an external run's score, normalised the same way (NaN without one).
+
+A passage outside the candidate list (a judged positive the first stage missed) gets its
+exact dense and BM25 scores, the below-top-k ranks, and ``fused`` / ``external`` 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from listcon.schemas import SIGNALS
+
+
+def _discount(rank: np.ndarray) -> np.ndarray:
+    return 1.0 / np.log2(1.0 + rank.astype(np.float64))
+
+
+def _minmax_params(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return 0.0, 0.0
+    low, span = float(finite.min()), float(finite.max() - finite.min())
+    return low, span
+
+
+class QuerySignals:
+    """Signals of one query's candidates (its rows of a candidates table) and of any other passage."""
+
+    def __init__(self, rows: pa.Table | dict, k: int) -> None:
+        column = (lambda c: np.asarray(rows[c], dtype=np.float64)) if isinstance(rows, dict) else \
+            (lambda c: rows[c].to_numpy(zero_copy_only=False).astype(np.float64))
+        ids = rows["passage_id"] if isinstance(rows, dict) else rows["passage_id"].to_pylist()
+        self.k = k
+        self.row = {p: i for i, p in enumerate(ids)}
+        self.dense, self.lexical = column("dense_score"), column("lexical_score")
+        self.dense_rank, self.lexical_rank = column("dense_rank"), column("lexical_rank")
+        external = rows["external_score"]
+        external = np.asarray([np.nan if v is None else v for v in (external if isinstance(rows, dict) else external.to_pylist())],
+                              dtype=np.float64)
+        self.fused, self.external = column("score"), external
+        self.best_lexical = float(self.lexical.max()) if len(self.lexical) and self.lexical.max() > 0 else 1.0
+        self.fused_params = _minmax_params(self.fused)
+        self.external_params = _minmax_params(self.external)
+
+    def matrix(self, passage_ids: list[str], exact: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+        """``[n, len(SIGNALS)]`` float32 for ``passage_ids``; ``exact`` gives (dense, BM25) of non-candidates."""
+        out = np.zeros((len(passage_ids), len(SIGNALS)), dtype=np.float64)
+        rows = np.array([self.row.get(p, -1) for p in passage_ids], dtype=np.int64)
+        have = rows >= 0
+        r = rows[have]
+        out[have, 0] = self.dense[r]
+        out[have, 1] = self.lexical[r] / self.best_lexical
+        out[have, 2] = _discount(self.dense_rank[r])
+        out[have, 3] = _discount(self.lexical_rank[r])
+        low, span = self.fused_params
+        out[have, 4] = (self.fused[r] - low) / span if span > 0 else 1.0
+        low, span = self.external_params
+        out[have, 5] = (self.external[r] - low) / span if span > 0 else np.where(np.isnan(self.external[r]), np.nan, 1.0)
+        missing = [i for i in np.flatnonzero(~have)]
+        if missing:
+            if exact is None or any(passage_ids[i] not in exact for i in missing):
+                absent = [passage_ids[i] for i in missing if exact is None or passage_ids[i] not in exact]
+                raise KeyError(f"no signals for {len(absent)} passage(s) outside the candidate list, e.g. {absent[:3]}")
+            below = _discount(np.array([self.k + 1]))[0]
+            for i in missing:
+                dense, bm25 = exact[passage_ids[i]]
+                out[i] = [dense, bm25 / self.best_lexical, below, below, 0.0,
+                          0.0 if np.isfinite(self.external).any() else np.nan]
+        return out.astype(np.float32)
+
+
+def select(matrix: np.ndarray, names: tuple[str, ...], where: str) -> np.ndarray:
+    """The columns of ``names`` (a head's signals) from a full ``[n, len(SIGNALS)]`` matrix; NaN is refused."""
+    columns = [SIGNALS.index(n) for n in names]
+    picked = matrix[:, columns]
+    if np.isnan(picked).any():
+        bad = [names[j] for j in range(len(names)) if np.isnan(picked[:, j]).any()]
+        raise ValueError(f"the head needs signal(s) {bad}, but {where} does not carry them "
+                         "(external: retrieve with --from-run; see `listcon retrieve --help`)")
+    return picked
+
+
+class ExactScores:
+    """Dense and BM25 scores of any (query, passage), for passages outside a query's candidates."""
+
+    def __init__(self, passages, queries, lexical, metric: str, query_texts: dict[str, str]) -> None:
+        self.passages, self.queries, self.lexical, self.metric = passages, queries, lexical, metric
+        self.query_texts = query_texts
+
+    def __call__(self, query_id: str, passage_ids: list[str]) -> dict[str, tuple[float, float]]:
+        if not passage_ids:
+            return {}
+        from listcon.pipeline.retrieval.retrieve import dense_scores
+
+        dense = dense_scores(self.queries.take([query_id])[0], self.passages.take(passage_ids), self.metric)
+        bm25 = self.lexical.scores(self.query_texts[query_id], passage_ids)
+        return {p: (float(d), float(b)) for p, d, b in zip(passage_ids, dense, bm25)}

@@ -1,0 +1,137 @@
+"""Signals and candidate sources: one signal path for mining and rerank, external runs, depth tails."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import data_dir
+from listcon.jobs.cli import main
+from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
+from listcon.pipeline.data.runs import read_run
+from listcon.pipeline.rerank.cached import CachedReranker
+from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, read_ranked, read_trec, rows_by_query
+from listcon.pipeline.store.workdir import Workdir
+from listcon.schemas import SIGNALS, DataError
+
+SIGNAL_HEAD = ("fused", "lexical", "dense", "dense_rank", "lexical_rank")
+
+
+@pytest.fixture(scope="module")
+def work(adi_embedded, tmp_path_factory) -> Workdir:
+    """A private copy of the embedded adi workdir, mined (these tests add tables to it)."""
+    root = tmp_path_factory.mktemp("signals") / "w"
+    shutil.copytree(adi_embedded, root)
+    assert main(["mine", str(data_dir("adi")), "--workdir", str(root), "--split", "test", "--holdout-fraction", "0.3"]) == 0
+    return Workdir(root)
+
+
+def cached_reranker(work: Workdir, head: ListConRanker, **settings) -> CachedReranker:
+    return CachedReranker(head, EmbeddingCache(work.passages), EmbeddingCache(work.queries), RerankSettings(**settings),
+                          PruneSchedule())
+
+
+def signal_lists(work: Workdir, qids: list[str] | None = None):
+    candidates = read_ranked(work.candidates("test"))
+    qids = qids or list(dict.fromkeys(candidates["query_id"].to_pylist()))
+    return list(iter_lists(work.candidates("test"), qids, signals_k=read_provenance(work.candidates("test"))["k"]))
+
+
+def test_mining_and_rerank_compute_identical_signals(work):
+    lists = {q: dict(zip(ids, matrix)) for q, ids, matrix in signal_lists(work)}
+    training = read_ranked(work.training("test")).to_pylist()
+    compared = missed = 0
+    for row in training:
+        for passage, vector in zip(row["passage_ids"], row["signals"]):
+            if passage in lists[row["query_id"]]:
+                np.testing.assert_array_equal(np.asarray(vector, np.float32), lists[row["query_id"]][passage])
+                compared += 1
+            else:  # a judged positive the first stage missed: exact scores, below-top-k ranks, fused 0
+                assert vector[SIGNALS.index("fused")] == 0.0 and vector[SIGNALS.index("dense_rank")] == pytest.approx(1 / np.log2(52))
+                missed += 1
+    assert compared > 500 and not np.isnan([v for r in training for s in r["signals"] for v in s[:5]]).any()
+    assert np.isnan([s[SIGNALS.index("external")] for r in training for s in r["signals"]]).all()  # no external run
+
+
+def test_an_untrained_signal_head_ranks_like_the_fused_first_stage(work):
+    torch.manual_seed(0)
+    head = ListConRanker(ListConRankerConfig(hidden_size=64, num_heads=4, ffn_size=128, signals=SIGNAL_HEAD))
+    lists = signal_lists(work)
+    table = cached_reranker(work, head).rerank(lists)
+    ranked = {q: rows["passage_id"].to_pylist() for q, rows in rows_by_query(table).items()}
+    fused = {q: [p for p, _ in sorted(zip(ids, m[:, SIGNALS.index("fused")]), key=lambda x: -x[1])] for q, ids, m in lists}
+    same = sum(ranked[q][:10] == fused[q][:10] for q in ranked)
+    assert same == len(ranked)
+
+
+def test_depth_reranks_the_top_and_keeps_the_rest_in_first_stage_order(work):
+    torch.manual_seed(0)
+    head = ListConRanker(ListConRankerConfig(hidden_size=64, num_heads=4, ffn_size=128))
+    lists = [item[:2] for item in signal_lists(work)]
+    table = cached_reranker(work, head, depth=10).rerank(lists)
+    by_query = rows_by_query(table)
+    for qid, candidates in lists:
+        rows = by_query[qid].to_pylist()
+        assert len(rows) == len(candidates) == 50
+        assert [r["passage_id"] for r in rows[10:]] == candidates[10:] and {r["round"] for r in rows[10:]} == {-1}
+        assert sorted(r["passage_id"] for r in rows[:10]) == sorted(candidates[:10])
+        scores = [r["score"] for r in rows]
+        assert all(a > b for a, b in zip(scores, scores[1:])) and min(scores[:10]) > max(scores[10:])
+
+
+def test_a_head_needing_a_signal_the_candidates_lack_is_refused(work, tmp_path, caplog):
+    ListConRanker(ListConRankerConfig(hidden_size=64, num_heads=4, ffn_size=128,
+                                      signals=("fused", "external"))).save_pretrained(tmp_path / "head")
+    with caplog.at_level(logging.ERROR):
+        code = main(["rerank", str(data_dir("adi")), "--workdir", str(work.root), "--model-dir", str(tmp_path / "head"),
+                     "--run-name", "needs-external"])
+    assert code == 2 and "the head needs signal(s) ['external']" in caplog.text
+    assert not work.run("test", "needs-external").exists()
+
+
+def test_an_external_run_round_trips_as_candidates(work, tmp_path):
+    hybrid = read_ranked(work.candidates("test"))
+    external = tmp_path / "bm25.trec"
+    shutil.copy(work.run("test", "lexical"), external)  # another system's run: here, the BM25 run itself
+    other = Workdir(shutil.copytree(work.root, tmp_path / "w"))
+    assert main(["retrieve", str(data_dir("adi")), "--workdir", str(other.root), "--split", "test", "--k", "50",
+                 "--from-run", str(external), "--no-progress"]) == 0
+    got = read_ranked(other.candidates("test"))
+    run = read_trec(external)
+    for qid, rows in rows_by_query(got).items():
+        rows = rows.to_pylist()
+        expected = sorted(run[qid].items(), key=lambda x: -x[1])[:50]
+        assert [r["passage_id"] for r in rows] == [p for p, _ in expected]
+        assert [r["external_score"] for r in rows] == pytest.approx([s for _, s in expected])
+        assert [r["external_rank"] for r in rows] == list(range(1, len(rows) + 1))
+    # The dense and lexical signals of a pair are the same whichever source brought it in.
+    before = {(r["query_id"], r["passage_id"]): r for r in hybrid.to_pylist()}
+    shared = [(r, before[(r["query_id"], r["passage_id"])]) for r in got.to_pylist() if (r["query_id"], r["passage_id"]) in before]
+    assert len(shared) > 100
+    for a, b in shared:
+        assert (a["dense_score"], a["lexical_score"], a["dense_rank"], a["lexical_rank"]) == \
+               (b["dense_score"], b["lexical_score"], b["dense_rank"], b["lexical_rank"])
+    first = read_trec(other.run("test", "first_stage"))  # the candidates' run file follows the external order
+    assert all(sorted(first[q], key=lambda p: -first[q][p]) == [p for p, _ in sorted(run[q].items(), key=lambda x: -x[1])][:50]
+               for q in first)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("1 Q0 1 1 2.0 x\n1 Q0 9999 2 1.0 x\n", "line 2, column 'passage_id': passage '9999' is not in the corpus"),
+    ("1 Q0 1 1 2.0 x\n1 Q0 1 2 1.0 x\n", "line 2, column 'passage_id': query '1' lists passage '1' twice"),
+    ("1 Q0 1 1 high x\n", "line 1, column 'score': score 'high' is not a number"),
+    ("1 Q0 1 1 nan x\n", "line 1, column 'score': score nan is not a finite number"),
+    ("1 Q0 1 1 2.0\n", "line 1: expected 6 fields"),
+])
+def test_bad_external_runs_are_clear_errors(tmp_path, lines, message):
+    path = tmp_path / "run.trec"
+    path.write_text(lines)
+    with pytest.raises(DataError) as caught:
+        read_run(path, {"1", "2"}, {str(i) for i in range(1, 83)})
+    assert message in str(caught.value) and str(path) in str(caught.value)
