@@ -201,3 +201,23 @@ def test_the_report_compares_runs_with_a_paired_test(adi_embedded, head_dir, ray
     runs = list(metrics["runs"])
     assert runs.index("first_stage") < runs.index("listcon-top20") < runs.index("listcon")  # first stages, then by depth
     assert metrics["runs"]["listcon"]["nDCG@10"]["ci95"] > 0 and "hybrid-convex" in metrics["main_vs_first_stages"]
+
+
+def test_a_shard_store_deletes_nothing_until_asked(tmp_path):
+    stale = tmp_path / "shards" / "other-inputs"
+    stale.mkdir(parents=True)
+    store = ShardStore(tmp_path / "shards", {"run": "a"})
+    assert stale.exists()  # constructing it is side-effect free
+    store.discard_others()
+    assert not stale.exists()
+
+
+def test_the_report_leaves_matplotlib_as_it_found_it(tmp_path):
+    import matplotlib
+
+    from listcon.pipeline.evaluation.report import write_report
+
+    before = matplotlib.rcParams["backend"]
+    per_run = {"first_stage": {"nDCG@10": {"q1": 0.5, "q2": 0.7}}, "listcon": {"nDCG@10": {"q1": 0.6, "q2": 0.9}}}
+    write_report(tmp_path, "t", per_run, ["nDCG@10"], "first_stage", "listcon", {})
+    assert matplotlib.rcParams["backend"] == before and (tmp_path / "metric_per_run.png").is_file()
