@@ -12,6 +12,7 @@ import torch
 from conftest import data_dir
 from listcon.jobs.cli import main
 from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
+from listcon.pipeline.data.readers import read_queries
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.rerank.cached import CachedReranker
 from listcon.pipeline.rerank.settings import RerankSettings
@@ -135,3 +136,23 @@ def test_bad_external_runs_are_clear_errors(tmp_path, lines, message):
     with pytest.raises(DataError) as caught:
         read_run(path, {"1", "2"}, {str(i) for i in range(1, 83)})
     assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_the_notebook_reranker_takes_a_signal_heads_signals_from_the_workdir(work, tmp_path):
+    import listcon
+
+    torch.manual_seed(3)
+    ListConRanker(ListConRankerConfig(hidden_size=64, num_heads=4, ffn_size=128, signals=SIGNAL_HEAD,
+                                      head_cap=1.0)).save_pretrained(tmp_path / "head")
+    reranker = listcon.Reranker.from_pretrained(tmp_path / "head", work.root)
+    lists = signal_lists(work)[:5]
+    expected = cached_reranker(work, ListConRanker.from_pretrained(tmp_path / "head")).rerank(lists)
+    got = reranker.rerank({q: ids for q, ids, _ in lists})
+    assert got["docno"].tolist() == expected["passage_id"].to_pylist()
+    # A passage outside the query's candidates gets exact scores, which need the query's text.
+    qid, ids, _ = lists[0]
+    outside = next(p for p in map(str, range(1, 83)) if p not in ids)
+    with pytest.raises(KeyError, match=rf"outside its candidates .*'{outside}'.*pass queries="):
+        reranker.rerank({qid: [*ids[:5], outside]})
+    texts = dict(zip(*[read_queries(data_dir("adi"))[c].to_pylist() for c in ("id", "text")]))
+    assert len(reranker.rerank({qid: [*ids[:5], outside]}, queries=texts)) == 6

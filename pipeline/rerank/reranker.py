@@ -19,7 +19,10 @@ from listcon.model import ListConRanker, PruneSchedule, TextEncoder
 from listcon.pipeline.rerank.cached import CachedReranker, check_dim, make_scorer
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
-from listcon.pipeline.store.ranked_lists import read_trec
+from listcon.pipeline.retrieval import faiss_index
+from listcon.pipeline.retrieval.lexical import LexicalIndex
+from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
+from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE
 
@@ -44,6 +47,7 @@ class Reranker:
         self.head, self.workdir, self.settings, self.schedule = head, workdir, settings, schedule
         self._encoder, self._encoder_info = encoder, encoder_info
         self._cached: CachedReranker | None = None
+        self._rows: dict[str, tuple] | None = None
         if workdir is not None:
             passages = EmbeddingCache(workdir.passages)
             check_dim(head, passages)
@@ -99,6 +103,30 @@ class Reranker:
 
     # -- runs over cached features -----------------------------------------------------
 
+    def _with_signals(self, lists: list[tuple[str, list[str]]], texts: dict[str, str]) -> list[tuple]:
+        """Each list with its signal matrix: from the workdir's candidates (the query's first stage),
+        exact dense and BM25 scores for passages outside them (which needs the query's text)."""
+        work = self.workdir
+        if self._rows is None:
+            self._rows = _candidate_rows(work)
+        exact = None
+        out = []
+        for query, passages in lists:
+            if query not in self._rows:
+                raise KeyError(f"this head takes first-stage signals, and query {query!r} is in none of the candidates "
+                               f"tables under {work.root / 'candidates'}; run `listcon retrieve` for its split")
+            rows, k = self._rows[query]
+            signals = QuerySignals(rows, k)
+            outside = [p for p in passages if p not in signals.row]
+            if outside and query not in texts:
+                raise KeyError(f"{len(outside)} passage(s) of query {query!r} are outside its candidates (e.g. "
+                               f"{outside[:3]}); their BM25 signal needs the query's text: pass queries={{qid: text}}")
+            if outside and exact is None:
+                exact = ExactScores(self._cached.passages, self._cached.queries, LexicalIndex.load(work.lexical),
+                                    faiss_index.read_manifest(work.index).spec["metric"], texts)
+            out.append((query, passages, signals.matrix(passages, exact(query, outside) if outside else None)))
+        return out
+
     def rerank(self, run: RunLike, queries: dict[str, str] | None = None, as_arrow: bool = False) -> pd.DataFrame | pa.Table:
         """Rerank every query's candidates; columns ``qid, docno, rank, score, round``.
 
@@ -109,7 +137,9 @@ class Reranker:
             raise ValueError("rerank() reads cached features: build the Reranker with a workdir "
                              "(Reranker.from_pretrained(model_dir, workdir)), or use rank() on texts")
         lists = [(q, c) for q, c in _lists_of(run).items()]
-        missing = self._cached.queries.missing([q for q, _ in lists]) if lists else []
+        if self.head.config.signals:
+            lists = self._with_signals(lists, queries or {})
+        missing = self._cached.queries.missing([item[0] for item in lists]) if lists else []
         if missing:
             absent = [q for q in missing if q not in (queries or {})]
             if absent:
@@ -122,6 +152,16 @@ class Reranker:
             self._cached.extra_queries = {}
         table = table.rename_columns(["qid", "docno", "rank", "score", "round"])
         return table if as_arrow else table.to_pandas()
+
+
+def _candidate_rows(work: Workdir) -> dict[str, tuple]:
+    """Every query's candidate rows (and the table's k) across the workdir's candidates tables."""
+    found: dict[str, tuple] = {}
+    for table in sorted((Path(work.candidates("x")).parent).glob("*.lance")):
+        provenance = read_provenance(str(table)) or {}
+        for query, rows in rows_by_query(read_ranked(str(table))).items():
+            found.setdefault(query, (rows, provenance.get("k", 1000)))
+    return found
 
 
 def _lists_of(run: RunLike) -> dict[str, list[str]]:
