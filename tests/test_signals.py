@@ -156,3 +156,15 @@ def test_the_notebook_reranker_takes_a_signal_heads_signals_from_the_workdir(wor
         reranker.rerank({qid: [*ids[:5], outside]})
     texts = dict(zip(*[read_queries(data_dir("adi"))[c].to_pylist() for c in ("id", "text")]))
     assert len(reranker.rerank({qid: [*ids[:5], outside]}, queries=texts)) == 6
+    # A new query (no candidates table): its own list is scored as its candidates; the untrained
+    # head then ranks by the convex fusion of the list's exact dense and BM25 scores.
+    fresh = listcon.Reranker.from_pretrained(tmp_path / "head", work.root)
+    fresh.head.signal_prior.data[:] = torch.tensor([4.0, 0, 0, 0, 0, -2.0])
+    fresh.head.prior.data[1] = 0.0  # no learned part: the prior alone
+    got = fresh.rerank({"new": ids[:8]}, queries={"new": texts[qid]})
+    rows = {r["passage_id"]: r for r in rows_by_query(read_ranked(work.candidates("test")))[qid].to_pylist()}
+    dense = np.array([rows[p]["dense_score"] for p in ids[:8]])  # exact scores, as the candidates table holds them
+    bm25 = np.array([rows[p]["lexical_score"] for p in ids[:8]])
+    norm = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
+    convex = 0.5 * norm(dense) + 0.5 * norm(bm25)
+    assert got["docno"].tolist() == [ids[i] for i in np.argsort(-convex, kind="stable")]

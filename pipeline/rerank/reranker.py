@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -21,6 +22,7 @@ from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex
+from listcon.pipeline.retrieval.retrieve import minmax
 from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
@@ -105,26 +107,27 @@ class Reranker:
 
     def _with_signals(self, lists: list[tuple[str, list[str]]], texts: dict[str, str]) -> list[tuple]:
         """Each list with its signal matrix: from the workdir's candidates (the query's first stage),
-        exact dense and BM25 scores for passages outside them (which needs the query's text)."""
+        exact dense and BM25 scores for passages outside them (which needs the query's text). A
+        query with no candidates table but a text gets its list scored as its candidates."""
         work = self.workdir
         if self._rows is None:
             self._rows = _candidate_rows(work)
         exact = None
         out = []
         for query, passages in lists:
-            if query not in self._rows:
-                raise KeyError(f"this head takes first-stage signals, and query {query!r} is in none of the candidates "
-                               f"tables under {work.root / 'candidates'}; run `listcon retrieve` for its split")
-            rows, k = self._rows[query]
-            signals = QuerySignals(rows, k)
-            outside = [p for p in passages if p not in signals.row]
+            known = self._rows.get(query)
+            outside = passages if known is None else [p for p in passages if p not in QuerySignals(*known).row]
             if outside and query not in texts:
-                raise KeyError(f"{len(outside)} passage(s) of query {query!r} are outside its candidates (e.g. "
-                               f"{outside[:3]}); their BM25 signal needs the query's text: pass queries={{qid: text}}")
+                where = "outside its candidates" if known else "without a candidates table"
+                raise KeyError(f"{len(outside)} passage(s) of query {query!r} are {where} (e.g. {outside[:3]}); their "
+                               "signals need the query's text: pass queries={qid: text}")
             if outside and exact is None:
                 exact = ExactScores(self._cached.passages, self._cached.queries, LexicalIndex.load(work.lexical),
-                                    faiss_index.read_manifest(work.index).spec["metric"], texts)
-            out.append((query, passages, signals.matrix(passages, exact(query, outside) if outside else None)))
+                                    faiss_index.read_manifest(work.index).spec["metric"], texts,
+                                    self._cached.extra_queries)
+            scores = exact(query, outside) if outside else {}
+            signals = QuerySignals(*known) if known else QuerySignals(ad_hoc_candidates(passages, scores), len(passages))
+            out.append((query, passages, signals.matrix(passages, scores if known else None)))
         return out
 
     def rerank(self, run: RunLike, queries: dict[str, str] | None = None, as_arrow: bool = False) -> pd.DataFrame | pa.Table:
@@ -137,9 +140,7 @@ class Reranker:
             raise ValueError("rerank() reads cached features: build the Reranker with a workdir "
                              "(Reranker.from_pretrained(model_dir, workdir)), or use rank() on texts")
         lists = [(q, c) for q, c in _lists_of(run).items()]
-        if self.head.config.signals:
-            lists = self._with_signals(lists, queries or {})
-        missing = self._cached.queries.missing([item[0] for item in lists]) if lists else []
+        missing = self._cached.queries.missing([q for q, _ in lists]) if lists else []
         if missing:
             absent = [q for q in missing if q not in (queries or {})]
             if absent:
@@ -147,11 +148,24 @@ class Reranker:
                                "pass queries={qid: text} or run `listcon retrieve` for their split")
             self._cached.extra_queries = dict(zip(missing, self.encoder.encode([queries[q] for q in missing])))
         try:
+            if self.head.config.signals:
+                lists = self._with_signals(lists, queries or {})
             table = self._cached.rerank(lists)
         finally:
             self._cached.extra_queries = {}
         table = table.rename_columns(["qid", "docno", "rank", "score", "round"])
         return table if as_arrow else table.to_pandas()
+
+
+def ad_hoc_candidates(passages: list[str], scores: dict[str, tuple[float, float]]) -> dict:
+    """A query's own list as its candidate rows: exact dense and BM25 scores, each side's rank in
+    the list, and the default convex fusion (min-max, 0.5/0.5) as the source score."""
+    dense = np.array([scores[p][0] for p in passages], dtype=np.float64)
+    lexical = np.array([scores[p][1] for p in passages], dtype=np.float64)
+    rank = lambda v: np.argsort(np.argsort(-v, kind="stable"), kind="stable") + 1  # noqa: E731
+    return {"passage_id": passages, "dense_score": dense, "lexical_score": lexical, "dense_rank": rank(dense),
+            "lexical_rank": rank(lexical), "score": 0.5 * minmax(dense) + 0.5 * minmax(lexical),
+            "external_score": [None] * len(passages)}
 
 
 def _candidate_rows(work: Workdir) -> dict[str, tuple]:

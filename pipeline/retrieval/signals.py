@@ -94,15 +94,17 @@ def select(matrix: np.ndarray, names: tuple[str, ...], where: str) -> np.ndarray
 class ExactScores:
     """Dense and BM25 scores of any (query, passage), for passages outside a query's candidates."""
 
-    def __init__(self, passages, queries, lexical, metric: str, query_texts: dict[str, str]) -> None:
+    def __init__(self, passages, queries, lexical, metric: str, query_texts: dict[str, str],
+                 query_vectors: dict | None = None) -> None:
         self.passages, self.queries, self.lexical, self.metric = passages, queries, lexical, metric
-        self.query_texts = query_texts
+        self.query_texts, self.query_vectors = query_texts, query_vectors if query_vectors is not None else {}
 
     def __call__(self, query_id: str, passage_ids: list[str]) -> dict[str, tuple[float, float]]:
         if not passage_ids:
             return {}
         from listcon.pipeline.retrieval.retrieve import dense_scores
 
-        dense = dense_scores(self.queries.take([query_id])[0], self.passages.take(passage_ids), self.metric)
+        vector = self.query_vectors[query_id] if query_id in self.query_vectors else self.queries.take([query_id])[0]
+        dense = dense_scores(vector, self.passages.take(passage_ids), self.metric)
         bm25 = self.lexical.scores(self.query_texts[query_id], passage_ids)
         return {p: (float(d), float(b)) for p, d, b in zip(passage_ids, dense, bm25)}
