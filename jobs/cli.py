@@ -14,7 +14,6 @@ import importlib
 import inspect
 import logging
 import sys
-import tomllib
 import types
 import typing
 from pathlib import Path
@@ -31,6 +30,7 @@ from listcon.jobs.config import (
     as_toml,
     config_from_dict,
     load_config,
+    read_toml,
 )
 from listcon.jobs.runtime import setup_logging
 from listcon.model import ListConRankerConfig, PruneSchedule
@@ -150,11 +150,7 @@ def extra_source(spec: str) -> ExtraSource:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The step's config: ``--config`` (if any), then every flag given, onto the defaults."""
-    raw: dict = {}
-    if args.config:
-        raw = tomllib.loads(args.config.read_text()) if args.config.is_file() else {}
-        if not args.config.is_file():
-            raise FileNotFoundError(f"config file {args.config} does not exist")
+    raw = read_toml(args.config) if args.config else {}
     for key in ("data", "workdir", "lance_root"):
         if getattr(args, key, None):
             raw[key] = str(getattr(args, key))

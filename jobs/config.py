@@ -151,9 +151,14 @@ class Config:
         return self.data
 
     @property
+    def train_out(self) -> str:
+        """Where the train step writes the head (default: W/head)."""
+        return self.train.out or str(self.work.root / "head")
+
+    @property
     def head_dir(self) -> str:
         """The head checkpoint the rerank step uses."""
-        return self.rerank.model_dir or self.train.checkpoint or self.train.out or str(self.work.root / "head")
+        return self.rerank.model_dir or self.train.checkpoint or self.train_out
 
     def for_collection(self, extra: ExtraSource) -> "Config":
         """The same settings pointed at another collection and its own workdir (empty passages skipped)."""
@@ -161,15 +166,20 @@ class Config:
                        embed=replace(self.embed, skip_empty=True, limit=None, prune=False))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a TOML config strictly; relative paths stay relative to the current directory."""
+def read_toml(path: str | Path) -> dict:
+    """The raw tables of a TOML config file (a missing file or invalid TOML is a one-line error)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML config strictly; relative paths stay relative to the current directory."""
+    raw = read_toml(path)
     for key in ("data", "workdir"):
         if key not in raw:
             raise ConfigError(f"{path} must name `{key}`")

@@ -10,7 +10,7 @@ import numpy as np
 
 from listcon.jobs.config import Config
 from listcon.jobs.runtime import log_config
-from listcon.pipeline.data.readers import judged_queries, read_qrels
+from listcon.pipeline.data.readers import read_qrels, read_queries
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
@@ -53,7 +53,7 @@ def mine(config: Config, split: str | None = None) -> MineResult:
     if absent:  # e.g. judged passages the embed job skipped for empty text: no features to train on
         log.warning("mine: %d judged or candidate passage(s) are not in the passage cache and go in no list, e.g. %s",
                     len(absent), absent[:3])
-    queries = judged_queries(config.data, split)[0]
+    queries = read_queries(config.data)
     exact = ExactScores(passages, EmbeddingCache(work.queries), LexicalIndex.load(work.lexical),
                         faiss_index.read_manifest(work.index).spec["metric"],
                         dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist())))

@@ -55,7 +55,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     log_config("rerank", {"data": config.data, "workdir": config.workdir, "split": split, "model_dir": model_dir,
                           "run": run_name, "settings": settings, "schedule": config.schedule,
                           "shard_size": options.shard_size, "workers": options.workers, "ray": config.ray})
-    ListConRanker.from_pretrained(model_dir)  # fail fast on a bad checkpoint, before any Ray work
+    head = ListConRanker.from_pretrained(model_dir)  # fail fast on a bad checkpoint, before any Ray work
     candidates_uri = work.candidates(split)
     source = read_provenance(candidates_uri)
     if source is None:
@@ -81,7 +81,6 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     # Shards are cut from a stream of the candidates table, with at most two per worker in
     # flight, so the driver holds a few shards' lists however many queries there are.
-    head = ListConRanker.from_pretrained(model_dir)
     shards = _shards(iter_lists(candidates_uri, query_ids, signals_k=source["k"] if head.config.signals else None),
                      options.shard_size)
     workers = options.workers

@@ -63,7 +63,7 @@ def _worker(config: dict) -> None:
 def train(config: Config) -> TrainResult:
     """Train into the configured output directory (best checkpoint + checkpoints/ for resume)."""
     options, settings = config.train, config.train.settings
-    out = options.out or str(config.work.root / "head")
+    out = config.train_out
     main = Source("", config.need_data(), config.workdir, options.split).resolved()
     extras = [Source(e.name, e.data, e.workdir, e.split, e.validate_only).resolved() for e in options.extra]
     provenance = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": asdict(main),

@@ -157,15 +157,15 @@ class Reranker:
         return table if as_arrow else table.to_pandas()
 
 
-def ad_hoc_candidates(passages: list[str], scores: dict[str, tuple[float, float]]) -> dict:
+def ad_hoc_candidates(passages: list[str], scores: dict[str, tuple[float, float]]) -> pa.Table:
     """A query's own list as its candidate rows: exact dense and BM25 scores, each side's rank in
     the list, and the default convex fusion (min-max, 0.5/0.5) as the source score."""
     dense = np.array([scores[p][0] for p in passages], dtype=np.float64)
     lexical = np.array([scores[p][1] for p in passages], dtype=np.float64)
     rank = lambda v: np.argsort(np.argsort(-v, kind="stable"), kind="stable") + 1  # noqa: E731
-    return {"passage_id": passages, "dense_score": dense, "lexical_score": lexical, "dense_rank": rank(dense),
-            "lexical_rank": rank(lexical), "score": 0.5 * minmax(dense) + 0.5 * minmax(lexical),
-            "external_score": [None] * len(passages)}
+    return pa.table({"passage_id": passages, "dense_score": dense, "lexical_score": lexical, "dense_rank": rank(dense),
+                     "lexical_rank": rank(lexical), "score": 0.5 * minmax(dense) + 0.5 * minmax(lexical),
+                     "external_score": pa.nulls(len(passages), pa.float64())})
 
 
 def _candidate_rows(work: Workdir) -> dict[str, tuple]:

@@ -89,19 +89,25 @@ class LexicalIndex:
             return np.zeros(len(self.ids), dtype=np.float32)
         return self.retriever.get_scores(tokens)
 
+    @staticmethod
+    def top(full: np.ndarray, k: int) -> np.ndarray:
+        """Positions of the best ``k`` of one query's full scores: score desc, then position (deterministic
+        ties); a passage scoring 0 shares no term with the query and is not a lexical match."""
+        k = min(k, len(full))
+        top = np.argpartition(-full, k - 1)[:k] if k < len(full) else np.arange(len(full))
+        top = top[np.lexsort((top, -full[top]))]
+        return top[full[top] > 0]
+
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (positions, scores) per query; positions index ``self.ids``, -1 past the matches."""
         k = min(k, len(self.ids))
-        tokens = self.tokens(queries)
         positions = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.zeros((len(queries), k), dtype=np.float32)
-        for row, query in enumerate(tokens):
+        for row, query in enumerate(self.tokens(queries)):
             full = self.full_scores(query)
-            top = np.argpartition(-full, k - 1)[:k] if k < len(full) else np.arange(len(full))
-            top = top[np.lexsort((top, -full[top]))]  # score desc, then position: deterministic ties
-            found = full[top] > 0  # a passage sharing no term with the query is not a lexical match
-            positions[row, : found.sum()] = top[found]
-            scores[row, : found.sum()] = full[top[found]]
+            found = self.top(full, k)
+            positions[row, : len(found)] = found
+            scores[row, : len(found)] = full[found]
         return positions, scores
 
     def scores(self, query: str, passage_ids: list[str]) -> np.ndarray:

@@ -106,7 +106,7 @@ class FirstStage:
             for row, qid in enumerate(qids):
                 dense = [self.passage_ids[p] for p in positions[row] if p >= 0]
                 bm25 = self.lexical.full_scores(lex_tokens[row])
-                lexical = self._lexical_top(bm25)
+                lexical = [self.lexical.ids[i] for i in self.lexical.top(bm25, k)]
                 sides = Sides({p: i + 1 for i, p in enumerate(dense)}, {p: i + 1 for i, p in enumerate(lexical)}, k)
                 pool = list(dict.fromkeys([*dense, *lexical, *(p for p, _ in (external or {}).get(qid, []))]))
                 signals = self._signals(vectors[row], bm25, pool, sides)
@@ -123,12 +123,6 @@ class FirstStage:
     def _source(self) -> str:
         method = self.options.method
         return f"hybrid-{self.options.fusion}" if method == "hybrid" else method
-
-    def _lexical_top(self, bm25: np.ndarray) -> list[str]:
-        k = min(self.k, len(bm25))
-        top = np.argpartition(-bm25, k - 1)[:k] if k < len(bm25) else np.arange(len(bm25))
-        top = top[np.lexsort((top, -bm25[top]))]
-        return [self.lexical.ids[i] for i in top if bm25[i] > 0]
 
     def _signals(self, query_vector: np.ndarray, bm25: np.ndarray, pool: list[str], sides: Sides) -> dict[str, dict]:
         vectors = self.passages.take(pool) if pool else np.zeros((0, len(query_vector)), np.float32)

@@ -37,18 +37,13 @@ def _minmax_params(values: np.ndarray) -> tuple[float, float]:
 class QuerySignals:
     """Signals of one query's candidates (its rows of a candidates table) and of any other passage."""
 
-    def __init__(self, rows: pa.Table | dict, k: int) -> None:
-        column = (lambda c: np.asarray(rows[c], dtype=np.float64)) if isinstance(rows, dict) else \
-            (lambda c: rows[c].to_numpy(zero_copy_only=False).astype(np.float64))
-        ids = rows["passage_id"] if isinstance(rows, dict) else rows["passage_id"].to_pylist()
+    def __init__(self, rows: pa.Table, k: int) -> None:
+        column = lambda c: rows[c].to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731 (nulls -> NaN)
         self.k = k
-        self.row = {p: i for i, p in enumerate(ids)}
+        self.row = {p: i for i, p in enumerate(rows["passage_id"].to_pylist())}
         self.dense, self.lexical = column("dense_score"), column("lexical_score")
         self.dense_rank, self.lexical_rank = column("dense_rank"), column("lexical_rank")
-        external = rows["external_score"]
-        external = np.asarray([np.nan if v is None else v for v in (external if isinstance(rows, dict) else external.to_pylist())],
-                              dtype=np.float64)
-        self.fused, self.external = column("score"), external
+        self.fused, self.external = column("score"), column("external_score")
         self.best_lexical = float(self.lexical.max()) if len(self.lexical) and self.lexical.max() > 0 else 1.0
         self.fused_params = _minmax_params(self.fused)
         self.external_params = _minmax_params(self.external)

@@ -77,7 +77,7 @@ def _load_part(source: Source, depth: int) -> _Part:
     table = read_ranked(work.training(source.split))
     if source.validate_only:
         held_ids = table["query_id"].to_pylist()
-        table = table.filter(pc.field("holdout")).slice(0, 0)
+        table = table.slice(0, 0)
     else:
         held_ids = table.filter(pc.field("holdout"))["query_id"].to_pylist()
     signals: dict[tuple[str, str], np.ndarray] = {}
