@@ -52,7 +52,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     """Candidates for every judged query of ``split``; a rerun with the same inputs changes nothing."""
     split, options = split or config.split, config.retrieve
     k = k or options.k
-    work, settings = config.work, config.encoder
+    work, settings = config.work, config.encoder_settings
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
     queries, _ = judged_queries(config.data, split, corpus.ids())
     passages = EmbeddingCache(work.passages)

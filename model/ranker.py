@@ -99,9 +99,13 @@ class SelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
+    def in_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """Q, K and V in one matmul (an int8 head replaces this with a quantized linear)."""
+        return F.linear(x, self.in_proj_weight, self.in_proj_bias)
+
     def forward(self, x: torch.Tensor, allow: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = self.in_projection(x).chunk(3, dim=-1)
         heads = lambda t: t.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)  # noqa: E731
         out = F.scaled_dot_product_attention(
             heads(q), heads(k), heads(v), attn_mask=allow,

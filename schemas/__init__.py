@@ -4,6 +4,7 @@ that name the bad record and column. Plain pyarrow/numpy only."""
 from listcon.schemas.candidates import CANDIDATES, RANKINGS, SIGNAL_COLUMNS, SIGNALS, TRAINING_LISTS
 from listcon.schemas.embeddings import (
     ENCODER_FIELDS,
+    encoder_field,
     VECTOR_DTYPES,
     check_finite,
     embedding_schema,
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ENCODER_FIELDS",
+    "encoder_field",
     "QRELS",
     "QUERIES",
     "RANKINGS",

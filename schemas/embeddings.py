@@ -16,7 +16,14 @@ from listcon.schemas.errors import DataError
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 META_KEY = b"listcon.encoder"
 # Fields of the encoder metadata that must agree for vectors to be comparable.
-ENCODER_FIELDS = ("fingerprint", "pooling", "normalize", "max_length", "dim", "dtype")
+ENCODER_FIELDS = ("fingerprint", "backend", "pooling", "normalize", "max_length", "dim", "dtype")
+# Tables written before a field existed hold its default.
+ENCODER_DEFAULTS = {"backend": "torch"}
+
+
+def encoder_field(meta: dict, name: str):
+    """One field of stored encoder metadata, with the default for tables written before it existed."""
+    return meta.get(name, ENCODER_DEFAULTS.get(name))
 
 
 def embedding_schema(dim: int, dtype: str, encoder: dict) -> pa.Schema:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 from listcon.pipeline.store.atomic import swap_dir
 from listcon.pipeline.store.embedding_cache import EmbeddingCache, content_hash, is_local
-from listcon.schemas import ENCODER_FIELDS, embedding_schema, vectors_table
+from listcon.schemas import ENCODER_FIELDS, embedding_schema, encoder_field, vectors_table
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def embed_texts(
             raise ValueError(f"--rebuild replaces {uri} in place, which needs a local path; write the new cache to another --workdir")
         target = uri + ".rebuild"
         staged = EmbeddingCache(target)
-        if staged.exists and any(staged.metadata.get(k) != expected.get(k) for k in ENCODER_FIELDS):
+        if staged.exists and any(encoder_field(staged.metadata, k) != encoder_field(expected, k) for k in ENCODER_FIELDS):
             shutil.rmtree(target)  # a staged rebuild for other settings: start it over
     cache = EmbeddingCache(target)
     cache.check_encoder(expected)

@@ -13,7 +13,7 @@ import time
 import pyarrow as pa
 import torch
 
-from listcon.model import ListConRanker, ListScorer, PruneSchedule, TextEncoder
+from listcon.model import BatchEncoder, ListConRanker, ListScorer, PruneSchedule
 from listcon.pipeline.rerank.cached import rankings_table
 from listcon.pipeline.rerank.settings import RerankSettings
 
@@ -21,7 +21,7 @@ from listcon.pipeline.rerank.settings import RerankSettings
 class ReencodeReranker:
     """Reranks ``[(query_id, candidate ids)]`` re-encoding passage texts each round."""
 
-    def __init__(self, head: ListConRanker, encoder: TextEncoder, passage_texts: dict[str, str],
+    def __init__(self, head: ListConRanker, encoder: BatchEncoder, passage_texts: dict[str, str],
                  query_texts: dict[str, str], settings: RerankSettings = RerankSettings(),
                  schedule: PruneSchedule = PruneSchedule()) -> None:
         self.scorer = ListScorer(head.eval(), schedule, settings.precision, next(head.parameters()).device)

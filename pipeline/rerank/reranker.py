@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from listcon.model import ListConRanker, PruneSchedule, TextEncoder
+from listcon.model import ListConRanker, PruneSchedule
+from listcon.model.encoder import BatchEncoder
+from listcon.model.onnx_encoder import encoder_from_info
 from listcon.pipeline.rerank.cached import CachedReranker, check_dim, make_scorer
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
@@ -43,7 +45,7 @@ class RankResult:
 class Reranker:
     """A ListConRanker head with the caches (and encoder) it reranks with."""
 
-    def __init__(self, head: ListConRanker, workdir: Workdir | None = None, encoder: TextEncoder | None = None,
+    def __init__(self, head: ListConRanker, workdir: Workdir | None = None, encoder: BatchEncoder | None = None,
                  settings: RerankSettings = RerankSettings(), schedule: PruneSchedule = PruneSchedule(),
                  encoder_info: dict | None = None) -> None:
         self.head, self.workdir, self.settings, self.schedule = head, workdir, settings, schedule
@@ -58,7 +60,7 @@ class Reranker:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, workdir: str | Path | Workdir | None = None, *,
-                        encoder: str | Path | TextEncoder | None = None, settings: RerankSettings = RerankSettings(),
+                        encoder: str | Path | BatchEncoder | None = None, settings: RerankSettings = RerankSettings(),
                         schedule: PruneSchedule = PruneSchedule()) -> "Reranker":
         """Load a head saved by ``listcon train`` (or ``save_pretrained``), with a workdir's caches.
 
@@ -73,15 +75,15 @@ class Reranker:
         if info and info.get("model") == "encoder":  # stage 2 saves its encoder beside the head
             info = {**info, "model": str(model_dir / "encoder")}
         if isinstance(encoder, (str, Path)):
-            encoder = TextEncoder(encoder, pooling=(info or {}).get("pooling", "mean"),
-                                  normalize=(info or {}).get("normalize", False),
-                                  max_length=(info or {}).get("max_length"), device="cpu")
+            encoder = encoder_from_info({"pooling": "mean", "normalize": False, "max_length": None, **(info or {}),
+                                         "model": str(encoder)}, device="cpu",
+                                        export_dir=workdir.encoders if workdir is not None else None)
         return cls(ListConRanker.from_pretrained(model_dir), workdir, encoder, settings, schedule, info)
 
     # -- texts ---------------------------------------------------------------------------
 
     @property
-    def encoder(self) -> TextEncoder:
+    def encoder(self) -> BatchEncoder:
         """The text encoder of the head's features (loaded on first use)."""
         if self._encoder is None:
             info = self._encoder_info
@@ -90,8 +92,8 @@ class Reranker:
             if info is None:
                 raise ValueError("this head does not say which encoder its features come from (no encoder.json "
                                  "beside it, no workdir); pass encoder=<model directory> to Reranker.from_pretrained")
-            self._encoder = TextEncoder(info["model"], pooling=info["pooling"], normalize=info["normalize"],
-                                        max_length=info["max_length"], device=self.scorer.device)
+            self._encoder = encoder_from_info(info, device=self.scorer.device,
+                                              export_dir=self.workdir.encoders if self.workdir is not None else None)
         return self._encoder
 
     def rank(self, query: str, passages: list[str], top_k: int | None = None) -> list[RankResult]:

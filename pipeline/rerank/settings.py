@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listcon.model import PRECISIONS
+from listcon.model.precision import HEAD_PRECISIONS
 from listcon.schemas import check_choices, choice, option
 
 
@@ -16,7 +16,7 @@ class RerankSettings:
     memory_budget_mb: int = option(1024, "activation memory of one batch of lists")
     skip_missing: bool = option(False, "skip candidates missing from the passage cache (counted) instead of failing")
     device: str | None = option(None, "torch device (default: cuda when available, else cpu)")
-    precision: str = choice("auto", PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU")
+    precision: str = choice("auto", HEAD_PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU; int8: quantized head on CPU")
 
     def __post_init__(self) -> None:
         check_choices(self)

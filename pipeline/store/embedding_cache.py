@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from listcon.pipeline.store.lance_tables import open_table
-from listcon.schemas import ENCODER_FIELDS, DataError, encoder_metadata
+from listcon.schemas import ENCODER_FIELDS, DataError, encoder_field, encoder_metadata
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class EmbeddingCache:
         if not self.exists:
             return
         have = self.metadata
-        diffs = [f"{k}: cache has {have.get(k)!r}, asked for {expected.get(k)!r}" for k in ENCODER_FIELDS if have.get(k) != expected.get(k)]
+        diffs = [f"{k}: cache has {encoder_field(have, k)!r}, asked for {encoder_field(expected, k)!r}"
+                 for k in ENCODER_FIELDS if encoder_field(have, k) != encoder_field(expected, k)]
         if diffs:
             raise CacheMismatchError(
                 f"the embedding cache at {self.uri} was built with other encoder settings "

@@ -35,6 +35,11 @@ class Workdir:
         return self.root / "index"
 
     @property
+    def encoders(self) -> Path:
+        """Exported encoder graphs (the ONNX backends), keyed by what produced them."""
+        return self.root / "encoders"
+
+    @property
     def lexical(self) -> Path:
         return self.root / "lexical"
 

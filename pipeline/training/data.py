@@ -121,6 +121,9 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         if extras or names:
             raise ValueError("stage 2 (end to end) trains a head without signals on the main collection only; "
                              "drop the extra sources and the head's signals")
+        if meta.get("backend", "torch") != "torch":
+            raise ValueError(f"stage 2 fine-tunes the torch encoder, but {work.passages} was embedded with the "
+                             f"{meta['backend']} backend; embed with backend torch (another --workdir) to train end to end")
         part = _load_part(main, settings.val_depth)
         corpus = read_corpus(main.data, empty="skip")
         queries = read_queries(main.data)
