@@ -13,6 +13,7 @@ from conftest import data_dir
 from listcon.jobs.cli import main
 from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
 from listcon.pipeline.data.readers import read_queries
+from listcon.pipeline.retrieval.signals import QuerySignals
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.rerank.cached import CachedReranker
 from listcon.pipeline.rerank.settings import RerankSettings
@@ -138,8 +139,9 @@ def test_bad_external_runs_are_clear_errors(tmp_path, lines, message):
     assert message in str(caught.value) and str(path) in str(caught.value)
 
 
-def test_the_notebook_reranker_takes_a_signal_heads_signals_from_the_workdir(work, tmp_path):
+def test_the_notebook_reranker_takes_a_signal_heads_signals_from_the_workdir(work, tmp_path, monkeypatch):
     import listcon
+    from listcon.pipeline.rerank import reranker as reranker_module
 
     torch.manual_seed(3)
     ListConRanker(ListConRankerConfig(hidden_size=64, num_heads=4, ffn_size=128, signals=SIGNAL_HEAD,
@@ -147,8 +149,18 @@ def test_the_notebook_reranker_takes_a_signal_heads_signals_from_the_workdir(wor
     reranker = listcon.Reranker.from_pretrained(tmp_path / "head", work.root)
     lists = signal_lists(work)[:5]
     expected = cached_reranker(work, ListConRanker.from_pretrained(tmp_path / "head")).rerank(lists)
+    built = []
+
+    class Counted(QuerySignals):
+        def __init__(self, *args) -> None:
+            built.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(reranker_module, "QuerySignals", Counted)
     got = reranker.rerank({q: ids for q, ids, _ in lists})
     assert got["docno"].tolist() == expected["passage_id"].to_pylist()
+    assert len(built) == len(lists)  # one per query, not one per candidate
+    monkeypatch.undo()
     # A passage outside the query's candidates gets exact scores, which need the query's text.
     qid, ids, _ = lists[0]
     outside = next(p for p in map(str, range(1, 83)) if p not in ids)

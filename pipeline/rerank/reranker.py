@@ -118,7 +118,8 @@ class Reranker:
         out = []
         for query, passages in lists:
             known = self._rows.get(query)
-            outside = passages if known is None else [p for p in passages if p not in QuerySignals(*known).row]
+            found = QuerySignals(*known) if known else None
+            outside = passages if found is None else [p for p in passages if p not in found.row]
             if outside and query not in texts:
                 where = "outside its candidates" if known else "without a candidates table"
                 raise KeyError(f"{len(outside)} passage(s) of query {query!r} are {where} (e.g. {outside[:3]}); their "
@@ -128,7 +129,7 @@ class Reranker:
                                     faiss_index.read_manifest(work.index).spec["metric"], texts,
                                     self._cached.extra_queries)
             scores = exact(query, outside) if outside else {}
-            signals = QuerySignals(*known) if known else QuerySignals(ad_hoc_candidates(passages, scores), len(passages))
+            signals = found or QuerySignals(ad_hoc_candidates(passages, scores), len(passages))
             out.append((query, passages, signals.matrix(passages, scores if known else None)))
         return out
 
