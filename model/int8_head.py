@@ -74,4 +74,4 @@ def quantize_head(head: ListConRanker) -> ListConRanker:
             setattr(quantized, name, Int8Linear.from_linear(module))
     for parameter in quantized.parameters():
         parameter.requires_grad_(False)
-    return quantized
+    return quantized.eval()  # the new attention modules start in training mode (dropout on)

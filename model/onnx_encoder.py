@@ -16,6 +16,7 @@ about 0.06 cosine to the fp32 vectors, this one about 0.005.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -61,6 +62,19 @@ def backend_settings(backend: str) -> dict:
     return {"backend": backend, **EXPORT_SETTINGS, **({"int8": INT8_SETTINGS} if backend == "onnx-int8" else {})}
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's and quantizer's chatter (per-pass and per-tensor notes on the root
+    logger, axis-name and deprecation warnings) for the few seconds an export takes."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 class _LastHidden(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -80,8 +94,7 @@ def export(encoder: TextEncoder, backend: str, directory: Path) -> Path:
         batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
         fp32 = staging / ("fp32.onnx" if backend == "onnx-int8" else MODEL_FILE)
         model = _LastHidden(encoder.model).to("cpu").eval()
-        with warnings.catch_warnings():  # the exporter's notes on axis names and deprecations, not ours to act on
-            warnings.simplefilter("ignore")
+        with _quiet():
             torch.onnx.export(model, (sample["input_ids"].cpu(), sample["attention_mask"].cpu()), str(fp32),
                               input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
                               dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
@@ -89,9 +102,10 @@ def export(encoder: TextEncoder, backend: str, directory: Path) -> Path:
         if backend == "onnx-int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(staging / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=False, op_types_to_quantize=["MatMul"],
-                             extra_options={"MatMulConstBOnly": True})
+            with _quiet():
+                quantize_dynamic(str(fp32), str(staging / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
+                                 reduce_range=False, op_types_to_quantize=["MatMul"],
+                                 extra_options={"MatMulConstBOnly": True})
             fp32.unlink()
         (staging / "export.json").write_text(json.dumps({"source": encoder.name, "weights": encoder.fingerprint,
                                                          **settings}, indent=2) + "\n")

@@ -52,8 +52,12 @@ def test_int8_scorer_ranks_like_fp32_and_leaves_the_head_alone():
     # the quantized copy's probabilities stay close to fp32's
     passages = torch.from_numpy(np.stack([b[:25] for b in blocks]))
     mask = torch.ones(3, 25, dtype=torch.bool)
+    quantized = quantize_head(head)
+    assert not any(module.training for module in quantized.modules())  # inference only: no dropout
     with torch.inference_mode():
-        gap = (quantize_head(head)(torch.from_numpy(queries), passages, mask) - head(torch.from_numpy(queries), passages, mask))
+        first = quantized(torch.from_numpy(queries), passages, mask)
+        assert torch.equal(first, quantized(torch.from_numpy(queries), passages, mask))
+        gap = first - head(torch.from_numpy(queries), passages, mask)
     assert float(gap.abs().max()) < 0.05
 
 
