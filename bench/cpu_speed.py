@@ -7,8 +7,10 @@
    candidates reranked by the demo's head at 1,000) with the corpus and queries embedded
    by each backend. torch is the demo's workdir (work/scifact); each ONNX backend gets its
    own workdir under work/cpu_speed/ (embed, index, retrieve there; the demo head reranks).
-3. Head: rerank seconds per query at 1,000 candidates, fp32 vs ``--precision int8``, on the
-   same queries in this process, with the nDCG@10 of each run.
+3. Head: iterative reranking of 1,000 candidates per query, fp32 vs ``--precision int8``:
+   the head alone (ListScorer on fixed features, batch 1 and 16, interleaved repeats), and
+   the Reranker over the demo workdir (features, signals and head) on the same 300 queries
+   with the nDCG@10 of each run.
 
 Needs `make demo` to have run (work/scifact with its head). Writes bench/results/cpu_speed.json.
 
@@ -35,7 +37,7 @@ from listcon.jobs.index_job import index
 from listcon.jobs.rerank_job import rerank
 from listcon.jobs.retrieve_job import retrieve
 from listcon.jobs.runtime import setup_logging
-from listcon.model import OnnxEncoder, TextEncoder
+from listcon.model import ListConRanker, ListScorer, OnnxEncoder, TextEncoder
 from listcon.pipeline.data.readers import read_corpus, read_qrels
 from listcon.pipeline.evaluation.evaluate import per_query, without_self
 from listcon.pipeline.rerank.reranker import Reranker
@@ -105,6 +107,31 @@ def quality_rows(config_path: Path) -> list[dict]:
     return rows
 
 
+def head_only_rows(config_path: Path, n: int = 1000) -> list[dict]:
+    """Seconds per query of iterative inference with the demo head over fixed features."""
+    config = load_config(config_path)
+    head = ListConRanker.from_pretrained(config.train_out)
+    width = head.config.embed_dim + len(head.config.signals)
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in (1, 16):
+        queries = rng.standard_normal((batch, head.config.embed_dim)).astype(np.float32)
+        lists = [rng.random((n, width), dtype=np.float32) for _ in range(batch)]
+        scorers = {p: ListScorer(head, config.schedule, precision=p, device="cpu") for p in ("fp32", "int8")}
+        seconds = {p: [] for p in scorers}
+        for p, scorer in scorers.items():
+            scorer.rank(queries, lists)  # warm-up
+        for _ in range(3):
+            for p, scorer in scorers.items():
+                start = time.perf_counter()
+                scorer.rank(queries, lists)
+                seconds[p].append((time.perf_counter() - start) / batch)
+        for p in scorers:
+            rows.append({"head": p, "candidates": n, "batch": batch, "s_per_query": float(np.median(seconds[p])),
+                         "vs_fp32": float(np.median(seconds["fp32"]) / np.median(seconds[p]))})
+    return rows
+
+
 def head_rows(config_path: Path, queries: int) -> list[dict]:
     """Rerank s/query at the full candidate depth, fp32 vs int8, same queries, same process."""
     config = load_config(config_path)
@@ -149,12 +176,14 @@ def main() -> None:
     texts = sorted(corpus.texts()[: args.n], key=len, reverse=True)
     encode = encode_rows(texts)
     print_table(encode, ["backend", "texts", "passages_per_s", "vs_torch", "cos_mean", "cos_min"])
+    head_only = head_only_rows(args.config)
+    print_table(head_only, ["head", "candidates", "batch", "s_per_query", "vs_fp32"])
     head = head_rows(args.config, args.queries)
     print_table(head, ["head", "queries", "candidates", "s_per_query", "vs_fp32", MEASURE, "top10_overlap_with_fp32"])
     quality = [] if args.skip_quality else quality_rows(args.config)
     if quality:
         print_table(quality, ["backend", "dense", "hybrid-convex", "listcon", "embed_corpus_s"])
-    path = write_results("cpu_speed", {"threads": torch.get_num_threads(), "encode": encode, "head": head,
+    path = write_results("cpu_speed", {"threads": torch.get_num_threads(), "encode": encode, "head_only": head_only, "head": head,
                                        "quality": quality, "measure": MEASURE})
     print(f"wrote {path}")
 
