@@ -16,12 +16,12 @@ export IR_DATASETS_HOME ?= $(CURDIR)/.venv/ir_datasets
 setup: $(STAMP)
 
 # CPU torch 2.13.0 first (pip takes it from the local wheel), so the open torch range in
-# pyproject.toml installs nothing more; then the project, editable, with its dev tools.
+# pyproject.toml installs nothing more; then the project, editable, with FAISS for CPU and its dev tools.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[cpu,dev]"
 	touch $(STAMP)
 
 test: setup

@@ -84,7 +84,7 @@ class TrainOptions:
     validate_on: str = choice("all", ("all", "main"), "all: mean nDCG@10 over every collection's held-out queries "
                               "(generalisation); main: the main split's held-out queries only (in-domain)")
     num_workers: int = option(0, "Ray Train workers (0: train in-process)")
-    use_gpu: bool = option(False, "one Ray Train worker per GPU, DDP")
+    use_gpu: bool = option(False, "train on GPUs: this machine's (in-process) or one Ray Train worker per GPU (DDP)")
     extra: tuple[ExtraSource, ...] = option((), "other labelled collections to train on", flag=False)
     mining: MiningSettings = option(MiningSettings(), "hard-negative mining", flag=False)
     settings: TrainSettings = option(TrainSettings(), "what decides the trained weights", flag=False)

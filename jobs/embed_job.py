@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from listcon.jobs.config import Config, EmbedOptions, RayOptions
+from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.pipeline.data.readers import read_corpus
 from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts
@@ -29,13 +30,16 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
         gpus = gpus_in_cluster()
         gpus_per_actor = embed.gpus_per_actor if embed.gpus_per_actor is not None else (1.0 if gpus else 0.0)
         concurrency = embed.concurrency or (max(1, gpus) if gpus_per_actor else 1)
-        cpus = embed.cpus_per_actor or max(1.0, ray_module.cluster_resources().get("CPU", 1.0) // concurrency)
-        log.info("encoder actors: %d x (%s CPU, %s GPU)", concurrency, cpus, gpus_per_actor)
+        nodes = cluster_nodes()
+        cpus = cpus_per_actor(nodes, "embed's encoder actors", concurrency, gpus_per_actor or 0.0, embed.cpus_per_actor)
+        device = "cuda" if gpus_per_actor else "cpu"  # what Ray reserved, not what the actor can see
+        log.info("encoder actors: %d x (%s CPU, %s GPU) on %s; nodes: %s", concurrency, cpus, gpus_per_actor,
+                 device, describe(nodes))
         # One block per encoder batch, so results (and the progress bar) arrive batch by batch.
         blocks = [work.slice(i, settings.batch_size) for i in range(0, work.num_rows, settings.batch_size)]
         dataset = ray_module.data.from_arrow(blocks).map_batches(
             EncodeBatch,
-            fn_constructor_kwargs={"settings": settings, "threads": max(1, int(cpus))},
+            fn_constructor_kwargs={"settings": settings, "threads": max(1, int(cpus)), "device": device},
             batch_size=settings.batch_size,
             batch_format="numpy",
             compute=ray_module.data.ActorPoolStrategy(size=concurrency),

@@ -7,17 +7,19 @@ provenance; a killed job reruns only the unfinished ones and ends with the same 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
+from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import log_config, start_ray
-from listcon.model import ListConRanker
+from listcon.model import ListConRanker, resolve_precision
+from listcon.model.precision import HEAD_PRECISIONS
 from listcon.pipeline.data.readers import judged_queries
 from listcon.pipeline.rerank.cached import checkpoint_fingerprint
 from listcon.pipeline.rerank.shard import RerankShard
@@ -63,7 +65,11 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     queries = EmbeddingCache(work.queries)
     passages_version = EmbeddingCache(work.passages).version
     query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
-    provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
+    device = _worker_device(config, settings)
+    # the arithmetic the rankings come from: CPU fp32 and GPU bf16 results are never mixed on resume
+    arithmetic = {"device": torch.device(device).type,
+                  "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
+    provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir), "arithmetic": arithmetic,
                   "candidates": source, "passages_version": passages_version, "query_vectors": queries.digest(query_ids),
                   "settings": {k: v for k, v in to_dict(settings).items() if k not in PROVENANCE_EXCLUDES},
                   "schedule": to_dict(config.schedule)}
@@ -90,10 +96,13 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
             import ray
             from ray.util import ActorPool
 
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            gpus = 1 if int(ray.cluster_resources().get("GPU", 0)) >= workers else 0
+            nodes = cluster_nodes()
+            gpus = 1 if arithmetic["device"] == "cuda" else 0
+            threads = int(cpus_per_actor(nodes, "rerank workers", workers, gpus))
+            on = replace(settings, device=device)  # what Ray reserves, not what an actor happens to see
+            log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
             actor = ray.remote(num_cpus=threads, num_gpus=gpus)(RerankShard)
-            pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, settings, config.schedule, store, threads)
+            pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, on, config.schedule, store, threads)
                               for _ in range(workers)])
         sizes: dict[int, int] = {}
 
@@ -124,6 +133,20 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     store.clear()
     log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(query_ids), empty, uri, version, run_path)
     return RerankResult(uri, run_path, len(query_ids), empty, skipped, seconds, False)
+
+
+def _worker_device(config: Config, settings) -> str:
+    """The rerank workers' device: the configured one, else cuda when there is a GPU per worker."""
+    if settings.device:
+        return settings.device
+    if config.ray.address:  # a remote cluster: ask it (a local one sees this machine's GPUs)
+        start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
+        import ray
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+    else:
+        gpus = torch.cuda.device_count()
+    return "cuda" if gpus >= config.rerank.workers else "cpu"
 
 
 def _shards(lists: Iterator[tuple[str, list[str]]], size: int) -> Iterator[list[tuple[str, list[str]]]]:

@@ -8,14 +8,15 @@ held-out queries. Both ways end in the same ``TrainResult``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from listcon.jobs.config import Config
+from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
@@ -23,7 +24,7 @@ from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import latest_state
 from listcon.pipeline.training.data import Source, load_training
-from listcon.pipeline.training.loop import FitResult, TrainSettings, fit
+from listcon.pipeline.training.loop import FitResult, TrainSettings, ddp_unused_parameters, fit
 from listcon.schemas import build, to_dict
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,23 @@ def _worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     data = load_training(Source(**config["main"]), [Source(**e) for e in config["extras"]], settings, str(device),
                          config["validate_on"])
+    wrap = functools.partial(ray.train.torch.prepare_model,
+                             parallel_strategy_kwargs={"find_unused_parameters": ddp_unused_parameters(settings)})
     fit(data.lists, data.validation, data.features, settings, config["out"],
         schedule=build(PruneSchedule, config["schedule"]), encoder_info=data.encoder_info, device=device,
-        wrap=ray.train.torch.prepare_model, on_epoch=ray.train.report)
+        wrap=wrap, on_epoch=ray.train.report)
+
+
+def in_process_device(use_gpu: bool) -> str:
+    """Training without Ray Train: on the GPU when asked for (and there is one), else the CPU."""
+    if not use_gpu:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("use_gpu is set, but this machine has no CUDA device; train on the CPU (no --use-gpu) "
+                           "or on a Ray cluster with GPU workers (--num-workers N --ray-address ...)")
+    return "cuda"
 
 
 def train(config: Config) -> TrainResult:
@@ -87,15 +102,19 @@ def train(config: Config) -> TrainResult:
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps(provenance, indent=2) + "\n")
     if options.num_workers == 0:
-        data = load_training(main, extras, settings, validate_on=options.validate_on)
+        device = in_process_device(options.use_gpu)
+        data = load_training(main, extras, settings, device, validate_on=options.validate_on)
         result = fit(data.lists, data.validation, data.features, settings, out, schedule=config.schedule,
-                     encoder_info=data.encoder_info)
+                     encoder_info=data.encoder_info, device=device)
     else:
         start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        threads = max(1, (os.cpu_count() or 1) // options.num_workers) if not options.use_gpu else 2
+        nodes = cluster_nodes()
+        threads = int(cpus_per_actor(nodes, "Ray Train workers", options.num_workers, 1.0 if options.use_gpu else 0.0))
+        log.info("train: %d Ray Train workers x (%d CPU, %d GPU); nodes: %s", options.num_workers, threads,
+                 int(options.use_gpu), describe(nodes))
         loop_config = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": asdict(main),
                        "extras": [asdict(e) for e in extras], "out": str(Path(out).resolve()), "threads": threads,
                        "validate_on": options.validate_on}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -170,6 +171,19 @@ def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ra
     assert resumed.equals(reference)
     assert read_trec(work.run("test", "resumed")) == read_trec(work.run("test", "reference"))
     assert read_provenance(work.rankings("test.resumed"))["checkpoint"] == checkpoint_fingerprint(head_dir)
+    # the rankings record the arithmetic they came from, resolved ("auto" on CPU is fp32) ...
+    assert read_provenance(work.rankings("test.resumed"))["arithmetic"] == {"device": "cpu", "precision": "fp32"}
+    # ... so a run in other arithmetic redoes the work instead of resuming into a mixed result
+    int8 = job_config(work, head_dir, "resumed", 4)
+    int8 = replace(int8, rerank=replace(int8.rerank, settings=RerankSettings(precision="int8")))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert not rerank(int8, progress=False).up_to_date
+    assert "35 queries in 9 shards, 0 already done" in caplog.text
+    assert read_provenance(work.rankings("test.resumed"))["arithmetic"] == {"device": "cpu", "precision": "int8"}
+    half = replace(int8, rerank=replace(int8.rerank, settings=RerankSettings(precision="fp16")))
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA device, but this runs on cpu"):
+        rerank(half, progress=False)
 
 
 def _judged(data: str) -> list[str]:

@@ -51,10 +51,10 @@ class EncoderSettings:
 class EncodeBatch:
     """Ray Data batch callable that turns ``{id, text, content_hash}`` into vectors."""
 
-    def __init__(self, settings: EncoderSettings, threads: int | None = None) -> None:
+    def __init__(self, settings: EncoderSettings, threads: int | None = None, device: str | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        self.encoder = settings.load()
+        self.encoder = settings.load(device)
         self.dtype = np.float16 if settings.dtype == "float16" else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

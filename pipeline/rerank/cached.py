@@ -7,6 +7,7 @@ take per query batch), never from the text encoder.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -44,9 +45,11 @@ def check_dim(model: ListConRanker, passages: EmbeddingCache) -> None:
 
 
 def make_scorer(model: ListConRanker, settings: RerankSettings, schedule: PruneSchedule) -> ListScorer:
-    """The scoring path for ``settings``: the head moved to its device, precision resolved there."""
+    """The scoring path for ``settings``, precision resolved on its device. A head on another device
+    is copied there: the caller's module stays where it was (a benchmark may still feed it CPU tensors)."""
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return ListScorer(model.to(device).eval(), schedule, settings.precision, device, settings.memory_budget_mb)
+    on_device = model if next(model.parameters()).device == device else copy.deepcopy(model).to(device)
+    return ListScorer(on_device.eval(), schedule, settings.precision, device, settings.memory_budget_mb)
 
 
 class CachedReranker:

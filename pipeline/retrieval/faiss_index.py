@@ -14,7 +14,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import faiss
+try:
+    import faiss
+except ImportError:  # neither extra installed; the functions below say what to install
+    faiss = None
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
@@ -62,6 +65,12 @@ class Manifest:
         return self.table_version == table_version and self.encoder == encoder
 
 
+def _require_faiss() -> None:
+    if faiss is None:
+        raise ImportError("FAISS is not installed: pip install 'listcon[cpu]' (faiss-cpu) or 'listcon[gpu]' "
+                          "(faiss-gpu); the two own the same `faiss` module, so install exactly one")
+
+
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
     """float32, C-contiguous, L2-normalised for cosine (zero vectors stay zero)."""
     out = np.ascontiguousarray(vectors, dtype=np.float32).copy()
@@ -73,6 +82,7 @@ def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 def build(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
     """Build a CPU index of ``spec.kind`` over ``vectors`` (inner product on prepared vectors)."""
+    _require_faiss()
     x = prepare(vectors, spec.metric)
     n, dim = x.shape
     if spec.kind == "flat":
@@ -89,16 +99,31 @@ def build(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
 
 def gpu_count() -> int:
     """GPUs faiss can use (0 with faiss-cpu)."""
+    _require_faiss()
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def for_search(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
-    """Apply search-time parameters; move flat/IVF indexes to GPUs when asked and possible."""
+# faiss's GPU indexes answer at most this many neighbours per query (k-selection limit).
+GPU_MAX_K = 2048
+
+
+def search_on_gpu(spec: IndexSpec, k: int, gpus: int) -> bool:
+    """Whether a top-``k`` search runs on the GPU: asked for, possible, and within faiss's GPU k limit."""
+    if not spec.use_gpu or spec.kind == "hnsw" or gpus == 0:
+        return False
+    if k > GPU_MAX_K:
+        log.info("k=%d exceeds faiss's GPU limit of %d neighbours: searching on the CPU", k, GPU_MAX_K)
+        return False
+    return True
+
+
+def for_search(index: faiss.Index, spec: IndexSpec, k: int) -> faiss.Index:
+    """Apply search-time parameters; move flat/IVF indexes to GPUs when asked, possible and k allows."""
     if spec.kind == "ivf":
         faiss.extract_index_ivf(index).nprobe = spec.nprobe
     if spec.kind == "hnsw":
         index.hnsw.efSearch = spec.ef_search
-    if spec.use_gpu and spec.kind != "hnsw" and gpu_count() > 0:
+    if search_on_gpu(spec, k, gpu_count()):
         log.info("searching on %d GPU(s)", gpu_count())
         index = faiss.index_cpu_to_all_gpus(index)
     return index
@@ -116,6 +141,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, metric: str, batch: 
 
 def save(directory: str | Path, index: faiss.Index, ids: list[str], manifest: Manifest) -> None:
     """Write index + ids + manifest to a temp dir, then swap it into place."""
+    _require_faiss()
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -133,6 +159,7 @@ def read_manifest(directory: str | Path) -> Manifest | None:
 
 def load(directory: str | Path) -> tuple[faiss.Index, list[str], Manifest]:
     """The saved index, its passage ids (by index position) and manifest."""
+    _require_faiss()
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:

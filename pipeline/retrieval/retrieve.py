@@ -87,10 +87,10 @@ class FirstStage:
 
     def __init__(self, index, passage_ids: list[str], spec: IndexSpec, lexical: LexicalIndex, passages: EmbeddingCache,
                  options: RetrieveOptions) -> None:
-        self.searcher = faiss_index.for_search(index, spec)
+        self.k = clamp_k(options.k, len(passage_ids))
+        self.searcher = faiss_index.for_search(index, spec, self.k)
         self.passage_ids = np.asarray(passage_ids, dtype=object)
         self.spec, self.lexical, self.passages, self.options = spec, lexical, passages, options
-        self.k = clamp_k(options.k, len(passage_ids))
 
     def run(self, query_ids: list[str], query_texts: list[str], query_vectors: np.ndarray,
             external: dict[str, list[tuple[str, float]]] | None = None, batch: int = 256,

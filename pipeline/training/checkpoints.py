@@ -71,5 +71,7 @@ def resume(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -
     if not latest:
         return None
     module.load_state_dict(load_file(str(latest[-1] / "module.safetensors")))
-    optimizer.load_state_dict(torch.load(latest[-1] / "optimizer.pt", weights_only=True))
+    # map to CPU: a checkpoint written on a GPU loads on a CPU-only machine (and not every rank onto
+    # cuda:0); the optimizer moves its state to each parameter's device as it loads
+    optimizer.load_state_dict(torch.load(latest[-1] / "optimizer.pt", map_location="cpu", weights_only=True))
     return json.loads((latest[-1] / "state.json").read_text())

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -130,6 +131,13 @@ def validate(scorer: ListScorer, features, validation: Validation, depth: int) -
     return sum(means.values()) / len(means)
 
 
+def ddp_unused_parameters(settings: TrainSettings) -> bool:
+    """Whether DDP must look for parameters the loss never reaches: stage 2's encoder pooler and a
+    head without the list branch (``features="original"``) have some, and DDP's reducer otherwise
+    waits for their gradients ("Expected to have finished reduction") at the second step."""
+    return settings.stage == 2 or settings.head.features == "original"
+
+
 def fit(lists: Lists, validation: Validation | None, features, settings: TrainSettings, out_dir: str | Path, *,
         schedule: PruneSchedule = PruneSchedule(), encoder_info: dict | None = None,
         device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
@@ -181,7 +189,10 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
         if state["bad_epochs"] >= settings.patience:
             break
         order = torch.randperm(len(lists), generator=torch.Generator().manual_seed(settings.seed * 7919 + epoch))
-        mine = order[rank::world].tolist()
+        # every rank gets the same number of lists, hence of batches and all-reduces: with uneven
+        # shares one rank would wait in an all-reduce the others never join (up to world - 1 lists
+        # sit out an epoch; the shuffle changes which)
+        mine = order[: len(order) // world * world][rank::world].tolist()
         torch.manual_seed(settings.seed * 104729 + epoch * world + rank)  # dropout
         trained.train()
         started = time.perf_counter()
@@ -194,12 +205,16 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
             labels = torch.zeros(inputs["mask"].shape, dtype=torch.float32, device=device)
             for row, i in enumerate(batch):
                 labels[row, : len(lists.labels[i])] = torch.tensor(lists.labels[i], dtype=torch.float32)
-            with autocast(precision, device):
-                probs = trained(**inputs)
-            loss = loss_fn(probs.float(), labels, inputs["mask"]) / settings.grad_accum
-            loss.backward()
+            step_now = (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches)
+            # DDP: only the micro-batch that ends an accumulation all-reduces its gradients
+            sync = trained.no_sync() if not step_now and hasattr(trained, "no_sync") else contextlib.nullcontext()
+            with sync:
+                with autocast(precision, device):
+                    probs = trained(**inputs)
+                loss = loss_fn(probs.float(), labels, inputs["mask"]) / settings.grad_accum
+                loss.backward()
             total += loss.item() * settings.grad_accum
-            if (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches):
+            if step_now:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
