@@ -51,6 +51,7 @@ class EncoderInfo:
     max_length: int
     dim: int
     backend: str = "torch"
+    precision: str = "fp32"  # the resolved arithmetic (bf16 on CUDA under auto)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,6 +69,7 @@ class BatchEncoder:
     max_length: int
     batch_size: int
     backend: str
+    precision: str
 
     @property
     def dim(self) -> int:
@@ -79,7 +81,7 @@ class BatchEncoder:
 
     def info(self) -> EncoderInfo:
         return EncoderInfo(self.name, self.fingerprint, self.pooling, self.normalize, self.max_length, self.dim,
-                           self.backend)
+                           self.backend, self.precision)
 
     def encode_batch(self, texts: list[str]) -> np.ndarray:
         """Vectors of one batch of texts (padded together)."""

@@ -129,7 +129,7 @@ class OnnxEncoder(BatchEncoder):
         ort = _runtime()
         source = TextEncoder(model, pooling=pooling, normalize=normalize, max_length=max_length, device="cpu",
                              batch_size=batch_size, precision="fp32")
-        self.name, self.tokenizer, self.backend = source.name, source.tokenizer, backend
+        self.name, self.tokenizer, self.backend, self.precision = source.name, source.tokenizer, backend, "fp32"
         self.pooling, self.normalize, self.max_length, self.batch_size = pooling, normalize, source.max_length, batch_size
         self._dim = source.dim
         key = json.dumps({"weights": source.fingerprint, **settings}, sort_keys=True).encode()

@@ -18,7 +18,7 @@ META_KEY = b"listcon.encoder"
 # Fields of the encoder metadata that must agree for vectors to be comparable.
 ENCODER_FIELDS = ("fingerprint", "backend", "pooling", "normalize", "max_length", "dim", "dtype")
 # Tables written before a field existed hold its default.
-ENCODER_DEFAULTS = {"backend": "torch"}
+ENCODER_DEFAULTS = {"backend": "torch", "precision": "fp32"}
 
 
 def encoder_field(meta: dict, name: str):

@@ -65,6 +65,25 @@ def test_the_ray_stream_yields_one_result_per_encoder_batch(tiny_bert_dir, ray_s
     assert sorted(sizes) == sorted([8] * 6 + [2])
 
 
+def test_the_cache_records_the_workers_arithmetic_and_refuses_to_mix_it(tmp_path, tiny_bert_dir):
+    """Vectors computed in bf16 (a GPU worker under auto) never join a cache of fp32 ones."""
+    from listcon.pipeline.encoding.embed import encode_here
+
+    settings = EncoderSettings(model=str(tiny_bert_dir))
+    uri = str(tmp_path / "passages.lance")
+    embed_texts(["a", "b"], ["the cell", "a gene"], uri, settings, progress=False)
+    assert EmbeddingCache(uri).metadata["precision"] == "fp32"
+    version = EmbeddingCache(uri).version
+
+    def on_a_bf16_worker(work, settings):  # what an encoder actor on a GPU reports
+        for batch in encode_here(work, settings):
+            yield {**batch, "precision": np.full(len(batch["id"]), "bf16")}
+
+    with pytest.raises(CacheMismatchError, match="holds vectors computed in fp32, but this run's encoder workers compute in bf16"):
+        embed_texts(["a", "b", "c"], ["the cell", "a gene", "blood risk"], uri, settings, on_a_bf16_worker, progress=False)
+    assert EmbeddingCache(uri).version == version and len(EmbeddingCache(uri)) == 2
+
+
 def test_another_encoder_is_refused_unless_rebuilt(tmp_path, tiny_bert_dir, ray_session):
     ids, texts = ["a", "b", "c"], ["the cell", "a gene", "blood risk"]
     uri = str(tmp_path / "passages.lance")

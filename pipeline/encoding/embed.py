@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 from listcon.pipeline.store.atomic import swap_dir
-from listcon.pipeline.store.embedding_cache import EmbeddingCache, content_hash, is_local
+from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache, content_hash, is_local
 from listcon.schemas import ENCODER_FIELDS, embedding_schema, encoder_field, vectors_table
 
 log = logging.getLogger(__name__)
@@ -89,21 +89,34 @@ def embed_texts(
     log.info("%s: %d to encode, %d unchanged (skipped), %d cached but not in the input%s",
              what, len(todo), len(ids) - len(todo), len(stale), " (pruning)" if prune and stale else "")
     if todo:
-        schema = embedding_schema(encoder.dim, settings.dtype, {k: v for k, v in expected.items() if k not in ("dim", "dtype")})
+        # the arithmetic is the workers' (a GPU actor under auto computes in bf16), known from their output
+        recorded = encoder_field(cache.metadata, "precision") if cache.exists else None
+        schema = None
         todo.sort(key=lambda i: -len(texts[i]))  # similar lengths share batches: less padding
         work = pa.table({"id": [ids[i] for i in todo], "text": [texts[i] for i in todo], "content_hash": [hashes[i] for i in todo]})
         pending: list[dict] = []
         rows = 0
         with tqdm(total=len(todo), desc=f"embed {what}", unit="text", disable=not progress) as bar:
             for batch in encode(work, settings):
+                used = str(batch["precision"][0]) if "precision" in batch else expected["precision"]
+                if recorded is not None and used != recorded:
+                    raise CacheMismatchError(
+                        f"the embedding cache at {uri} holds vectors computed in {recorded}, but this run's encoder "
+                        f"workers compute in {used}; set [encoder] precision = \"{recorded}\" (or encode where "
+                        f"{recorded} runs), or re-encode everything with --rebuild")
+                recorded = used
+                if schema is None:
+                    meta = {k: v for k, v in expected.items() if k not in ("dim", "dtype")}
+                    schema = embedding_schema(encoder.dim, settings.dtype, {**meta, "precision": used})
                 pending.append(batch)
                 rows += len(batch["id"])
                 bar.update(len(batch["id"]))  # moves per encoder batch, not per commit
                 if rows >= chunk_rows:
                     cache.upsert(_chunk_table(pending, schema))
                     pending, rows = [], 0
-            cache.upsert(_chunk_table(pending, schema))
-        if len(cache.dataset.get_fragments()) > COMPACT_ABOVE_FRAGMENTS:
+            if pending:
+                cache.upsert(_chunk_table(pending, schema))
+        if cache.exists and len(cache.dataset.get_fragments()) > COMPACT_ABOVE_FRAGMENTS:
             cache.compact()
     if prune and stale:
         cache.delete(stale)

@@ -44,7 +44,8 @@ class EncoderSettings:
                             device=device if self.backend == "torch" else None, export_dir=self.export_dir)
 
     def expected_metadata(self, encoder: BatchEncoder) -> dict:
-        """The metadata an embedding table written by ``encoder`` under these settings carries."""
+        """The metadata an embedding table written by ``encoder`` under these settings carries
+        (``precision`` is where this encoder runs; the embed step records what its workers used)."""
         return {**asdict(encoder.info()), "dtype": self.dtype}
 
 
@@ -60,4 +61,5 @@ class EncodeBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.encoder.encode([str(t) for t in batch["text"]])
         check_finite(list(batch["id"]), vectors, f"encoder {self.encoder.name}")
-        return {"id": batch["id"], "content_hash": batch["content_hash"], "vector": vectors.astype(self.dtype)}
+        return {"id": batch["id"], "content_hash": batch["content_hash"], "vector": vectors.astype(self.dtype),
+                "precision": np.full(len(vectors), self.encoder.precision)}  # the arithmetic actually used
