@@ -85,6 +85,8 @@ class TrainOptions:
                               "(generalisation); main: the main split's held-out queries only (in-domain)")
     num_workers: int = option(0, "Ray Train workers (0: train in-process)")
     use_gpu: bool = option(False, "train on GPUs: this machine's (in-process) or one Ray Train worker per GPU (DDP)")
+    storage: str | None = option(None, "where Ray Train keeps checkpoints; every node must reach it on a real cluster "
+                                       "(NFS path or s3://...; default: <out>/ray, right on one machine)")
     extra: tuple[ExtraSource, ...] = option((), "other labelled collections to train on", flag=False)
     mining: MiningSettings = option(MiningSettings(), "hard-negative mining", flag=False)
     settings: TrainSettings = option(TrainSettings(), "what decides the trained weights", flag=False)

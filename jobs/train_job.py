@@ -9,9 +9,12 @@ held-out queries. Both ways end in the same ``TrainResult``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.training.checkpoints import latest_state
+from listcon.pipeline.training.checkpoints import CHECKPOINTS, latest_state
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.loop import FitResult, TrainSettings, ddp_unused_parameters, fit
 from listcon.schemas import build, to_dict
@@ -46,7 +49,13 @@ class TrainResult:
 
 
 def _worker(config: dict) -> None:
-    """Ray Train's per-worker loop: load the data in the worker, then the shared fit()."""
+    """Ray Train's per-worker loop: load the data in the worker, then the shared fit().
+
+    Each worker trains into a directory on its own node. Rank 0 reports that directory (the
+    best head so far and the latest epoch checkpoint) to Ray Train every epoch, which persists
+    it under the run's storage path (shared by every node: NFS or the object store on a real
+    cluster); a restarted run starts from the latest reported checkpoint on every rank.
+    """
     import ray.train
     import ray.train.torch
     import torch
@@ -54,13 +63,45 @@ def _worker(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     settings = build(TrainSettings, config["settings"])
     device = ray.train.torch.get_device()
+    local = Path(tempfile.mkdtemp(prefix="listcon-train-"))
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        restored.to_directory(str(local))
+    rank = ray.train.get_context().get_world_rank()
+
+    def report(record: dict) -> None:
+        if rank == 0:
+            ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(str(local)))
+        else:
+            ray.train.report(record)
+
     data = load_training(Source(**config["main"]), [Source(**e) for e in config["extras"]], settings, str(device),
                          config["validate_on"])
     wrap = functools.partial(ray.train.torch.prepare_model,
                              parallel_strategy_kwargs={"find_unused_parameters": ddp_unused_parameters(settings)})
-    fit(data.lists, data.validation, data.features, settings, config["out"],
-        schedule=build(PruneSchedule, config["schedule"]), encoder_info=data.encoder_info, device=device,
-        wrap=wrap, on_epoch=ray.train.report)
+    try:
+        fit(data.lists, data.validation, data.features, settings, local,
+            schedule=build(PruneSchedule, config["schedule"]), encoder_info=data.encoder_info, device=device,
+            wrap=wrap, on_epoch=report)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _take_checkpoint(checkpoint, out: Path) -> None:
+    """Copy the run's latest reported checkpoint into ``out`` (file by file, each replaced atomically)."""
+    staged = out / ".from-ray"
+    shutil.rmtree(staged, ignore_errors=True)
+    checkpoint.to_directory(str(staged))
+    kept = {p.name for p in (staged / CHECKPOINTS).glob("epoch-*")}
+    for old in (out / CHECKPOINTS).glob("epoch-*"):
+        if old.name not in kept:
+            shutil.rmtree(old)
+    for source in sorted(staged.rglob("*")):
+        if source.is_file():
+            target = out / source.relative_to(staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+    shutil.rmtree(staged)
 
 
 def in_process_device(use_gpu: bool) -> str:
@@ -116,13 +157,19 @@ def train(config: Config) -> TrainResult:
         log.info("train: %d Ray Train workers x (%d CPU, %d GPU); nodes: %s", options.num_workers, threads,
                  int(options.use_gpu), describe(nodes))
         loop_config = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": asdict(main),
-                       "extras": [asdict(e) for e in extras], "out": str(Path(out).resolve()), "threads": threads,
-                       "validate_on": options.validate_on}
+                       "extras": [asdict(e) for e in extras], "threads": threads, "validate_on": options.validate_on}
+        # One run name per configuration: a rerun of the same training resumes its latest checkpoint
+        # from the storage path; another configuration starts its own run.
+        name = "listcon-train-" + hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:12]
+        storage = options.storage or str(Path(out).resolve() / "ray")
         trainer = TorchTrainer(_worker, train_loop_config=loop_config,
                                scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=options.use_gpu,
                                                             resources_per_worker={"CPU": threads}),
-                               run_config=RunConfig(name="listcon-train", storage_path=str(Path(out).resolve() / "ray")))
-        trainer.fit()
+                               run_config=RunConfig(name=name, storage_path=storage))
+        finished = trainer.fit()
+        if finished.checkpoint is None:
+            raise RuntimeError(f"Ray Train run {name} under {storage} reported no checkpoint")
+        _take_checkpoint(finished.checkpoint, Path(out))
         result = FitResult.from_state(latest_state(Path(out)))
     write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
     log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)

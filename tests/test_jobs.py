@@ -41,6 +41,9 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
     assert [h["epoch"] for h in result["history"]] == [0, 1, 2]  # epoch 0: the head before training
     assert result["examples_per_s"] > 0
     assert ListConRanker.from_pretrained(out).config.first_stage_prior
+    # the workers trained on their own disks; the head arrived through Ray Train's checkpoint storage
+    [run] = (out / "ray").glob("listcon-train-*")
+    assert sorted(run.glob("checkpoint_*")) and (out / "checkpoints" / "epoch-0002" / "state.json").is_file()
     # In-process and Ray Train training end in the same record, field for field.
     config = Config(data=data, workdir=str(adi_work), train=TrainOptions(
         split="test", out=str(tmp_path / "here"), settings=TrainSettings(epochs=2, head=ListConRankerConfig(first_stage_prior=True))))

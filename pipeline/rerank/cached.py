@@ -49,7 +49,18 @@ def make_scorer(model: ListConRanker, settings: RerankSettings, schedule: PruneS
     is copied there: the caller's module stays where it was (a benchmark may still feed it CPU tensors)."""
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_device = model if next(model.parameters()).device == device else copy.deepcopy(model).to(device)
-    return ListScorer(on_device.eval(), schedule, settings.precision, device, settings.memory_budget_mb)
+    return ListScorer(on_device.eval(), schedule, settings.precision, device, memory_budget_mb(settings, device))
+
+
+def memory_budget_mb(settings: RerankSettings, device: torch.device) -> int:
+    """The configured activation budget, else 1 GiB on CPU and half of what is free on a GPU (a GPU
+    runs best on as many lists per forward as fit; 1 GiB held it to about 26 lists of 1,000)."""
+    if settings.memory_budget_mb is not None:
+        return settings.memory_budget_mb
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1024, free // 2**21)
+    return 1024
 
 
 class CachedReranker:

@@ -13,7 +13,8 @@ class RerankSettings:
     """Batching, precision and input policy of the rerank step (Algorithm 1's schedule is separate)."""
 
     depth: int | None = option(None, "rerank each query's top-N candidates; the rest follow in first-stage order")
-    memory_budget_mb: int = option(1024, "activation memory of one batch of lists")
+    memory_budget_mb: int | None = option(None, "activation memory of one batch of lists (default: 1024 on CPU, "
+                                                "half the free memory on a GPU)")
     skip_missing: bool = option(False, "skip candidates missing from the passage cache (counted) instead of failing")
     device: str | None = option(None, "torch device (default: cuda when available, else cpu)")
     precision: str = choice("auto", HEAD_PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU; int8: quantized head on CPU")
@@ -22,5 +23,5 @@ class RerankSettings:
         check_choices(self)
         if self.depth is not None and self.depth < 1:
             raise ValueError(f"depth must be at least 1 (or unset for all candidates), got {self.depth}")
-        if self.memory_budget_mb < 1:
+        if self.memory_budget_mb is not None and self.memory_budget_mb < 1:
             raise ValueError(f"memory_budget_mb must be at least 1, got {self.memory_budget_mb}")
