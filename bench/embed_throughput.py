@@ -5,7 +5,7 @@ threads, in one process: passages/s of ``SentenceTransformer.encode``, of listco
 ``TextEncoder.encode`` (the plain call), and of the embed job (Ray actor pool + Lance
 commits, Ray already started), with their ratios and peak memory.
 
-    python -m bench.embed_throughput [--n 300]
+    python -m bench.embed_throughput [--n 300] [--device cuda]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     setup_logging()
     threads = os.cpu_count() or 1
@@ -76,14 +77,14 @@ def main() -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(default_model_path()), device="cpu")
+    st = SentenceTransformer(str(default_model_path()), device=args.device)
     st.encode(texts[:8])
     start = time.perf_counter()
     st.encode(texts, batch_size=args.batch_size)
     st_s = time.perf_counter() - start
     rows.append({"method": "sentence-transformers encode", "seconds": st_s, "passages_per_s": len(texts) / st_s})
 
-    encoder = settings.load(device="cpu")
+    encoder = settings.load(device=args.device)
     encoder.encode(texts[:8])
     start = time.perf_counter()
     encoder.encode(texts)
@@ -96,7 +97,9 @@ def main() -> None:
     ray_init_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp, TreeMemory() as memory:
         report = embed_texts(ids, texts, f"{tmp}/passages.lance", settings,
-                             ray_encoder(RayOptions(), EmbedOptions(cpus_per_actor=threads)), progress=False)
+                             ray_encoder(RayOptions(), EmbedOptions(
+                                 cpus_per_actor=threads if args.device == "cpu" else None,
+                                 gpus_per_actor=1.0 if args.device == "cuda" else 0.0)), progress=False)
     rows.append({"method": "listcon embed job (Ray Data + Lance)", "seconds": report.seconds,
                  "passages_per_s": len(texts) / report.seconds})
     for row in rows:
@@ -104,7 +107,7 @@ def main() -> None:
     print_table(rows, ["method", "seconds", "passages_per_s", "vs_sentence_transformers"])
     print(f"job overhead vs the plain encoder call: {report.seconds - plain_s:.1f}s ({report.seconds / plain_s:.2f}x); "
           f"ray.init {ray_init_s:.1f}s; peak RSS driver {driver_peak:.0f} MiB, job process tree {memory.peak:.0f} MiB")
-    path = write_results("embed_throughput", {
+    path = write_results("embed_throughput" + ("" if args.device == "cpu" else "_" + args.device), {"device": args.device,
         "texts": len(texts), "threads": threads, "batch_size": args.batch_size, "rows": rows,
         "job_over_plain": report.seconds / plain_s, "job_overhead_s": report.seconds - plain_s,
         "ray_init_s": ray_init_s, "peak_rss_driver_mib": driver_peak, "peak_rss_job_tree_mib": memory.peak,

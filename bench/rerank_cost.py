@@ -5,7 +5,7 @@ For E=384, 2 layers: ms per query at N=100 and 1,000 candidates (batch 1 and 16)
 included) over measured time, as a fraction of a dense matmul rate measured in this process.
 On CUDA it also runs under fp16/bf16 autocast (SDPA); on CPU only fp32 (bf16 is slow here).
 
-    python bench/rerank_cost.py [--device cuda]
+    python -m bench.rerank_cost [--device cuda]
 """
 
 from __future__ import annotations

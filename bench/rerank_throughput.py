@@ -6,7 +6,7 @@ then writes the results; reports the share of time in take vs model vs write. On
 of queries at ``--baseline-depth`` it also runs the released-style inference that re-encodes
 the surviving passages every round, and the cached path on the same lists: the ratio.
 
-    python -m bench.rerank_throughput [--workdir work/scifact] [--queries 300]
+    python -m bench.rerank_throughput [--workdir work/scifact] [--queries 300] [--device cuda]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--model-dir", type=Path, help="default: <workdir>/head")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--baseline-queries", type=int, default=3)
     parser.add_argument("--baseline-depth", type=int, default=100)
     args = parser.parse_args()
@@ -50,7 +51,8 @@ def main() -> None:
     lists = candidate_lists(read_ranked(work.candidates(args.split)), query_ids)
     candidates = sum(len(c) for _, c in lists)
 
-    cached = CachedReranker(head, passages, queries)
+    on = RerankSettings(device=args.device)
+    cached = CachedReranker(head, passages, queries, on)
     started = time.perf_counter()
     table = cached.rerank(lists)
     rerank_s = time.perf_counter() - started
@@ -68,9 +70,10 @@ def main() -> None:
     texts = dict(zip(corpus.table["id"].to_pylist(), corpus.texts()))
     qtable = judged_queries(args.data, args.split)[0]
     encoder = TextEncoder(passages.metadata["model"], pooling=passages.metadata["pooling"],
-                          normalize=passages.metadata["normalize"], max_length=passages.metadata["max_length"])
+                          normalize=passages.metadata["normalize"], max_length=passages.metadata["max_length"],
+                          device=args.device)
     sample = lists[: args.baseline_queries]
-    settings = RerankSettings(depth=args.baseline_depth)
+    settings = RerankSettings(depth=args.baseline_depth, device=args.device)
     same_cached = CachedReranker(head, passages, queries, settings)
     started = time.perf_counter()
     cached_sample = same_cached.rerank(sample)
@@ -88,7 +91,7 @@ def main() -> None:
     speedup = reencode_s / cached_s
     print(f"cached vs re-encode every round at depth {args.baseline_depth}: {speedup:.0f}x faster; "
           f"{reencode.encoded} passages re-encoded for {len(sample)} queries; same top-10 for {same_top10}/{len(sample)}")
-    print(f"wrote {write_results('rerank_throughput', {'rows': rows, 'threads': torch.get_num_threads(), 'cached_over_reencode_speedup': speedup, 'reencoded_passages': reencode.encoded, 'same_top10': same_top10})}")
+    print(f"wrote {write_results('rerank_throughput' + ('' if args.device == 'cpu' else '_' + args.device), {'device': args.device, 'rows': rows, 'threads': torch.get_num_threads(), 'cached_over_reencode_speedup': speedup, 'reencoded_passages': reencode.encoded, 'same_top10': same_top10})}")
 
 
 def top10(table: pa.Table, query: str) -> list[str]:
