@@ -36,11 +36,12 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
         log.info("encoder actors: %d x (%s CPU, %s GPU) on %s; nodes: %s", concurrency, cpus, gpus_per_actor,
                  device, describe(nodes))
         # One block per encoder batch, so results (and the progress bar) arrive batch by batch.
-        blocks = [work.slice(i, settings.batch_size) for i in range(0, work.num_rows, settings.batch_size)]
+        size = settings.batch_for(device)
+        blocks = [work.slice(i, size) for i in range(0, work.num_rows, size)]
         dataset = ray_module.data.from_arrow(blocks).map_batches(
             EncodeBatch,
             fn_constructor_kwargs={"settings": settings, "threads": max(1, int(cpus)), "device": device},
-            batch_size=settings.batch_size,
+            batch_size=size,
             batch_format="numpy",
             compute=ray_module.data.ActorPoolStrategy(size=concurrency),
             num_cpus=cpus,

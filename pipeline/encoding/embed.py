@@ -50,7 +50,7 @@ class EmbedReport:
 def encode_here(work: pa.Table, settings: EncoderSettings) -> Iterator[dict]:
     """Encode ``work`` (id, text, content_hash) in this process, one encoder batch at a time."""
     encode = EncodeBatch(settings)
-    for batch in work.to_batches(max_chunksize=settings.batch_size):
+    for batch in work.to_batches(max_chunksize=encode.encoder.batch_size):
         yield encode({name: batch[name].to_numpy(zero_copy_only=False) for name in ("id", "text", "content_hash")})
 
 
