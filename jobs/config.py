@@ -48,6 +48,8 @@ class EmbedOptions:
     skip_empty: bool = option(False, "skip passages with empty text (counted) instead of failing")
     rebuild: bool = option(False, "re-encode everything (another encoder or settings)")
     prune: bool = option(False, "delete cached passages that are no longer in the corpus")
+    prune_limit: float = option(0.2, "prune refuses to delete more than this fraction of the cache unless confirmed")
+    confirm_prune: bool = option(False, "let prune delete more than prune_limit of the cache")
     concurrency: int | None = option(None, "encoder actors (default: one per GPU, else 1)")
     cpus_per_actor: float | None = option(None, "CPUs (and torch threads) per actor (default: all / actors)")
     gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 where the cluster has GPUs)")
@@ -56,6 +58,13 @@ class EmbedOptions:
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {self.chunk_rows}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or unset for the whole corpus), got {self.limit}")
+        if self.prune and self.limit is not None:
+            raise ValueError("prune with limit would delete every cached passage beyond the first "
+                             f"{self.limit}; prune with the whole corpus")
+        if not 0 <= self.prune_limit <= 1:
+            raise ValueError(f"prune_limit is a fraction of the cache, between 0 and 1; got {self.prune_limit}")
 
 
 @dataclass(frozen=True)

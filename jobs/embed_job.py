@@ -60,6 +60,7 @@ def embed(config: Config, progress: bool = True) -> EmbedReport:
     corpus = read_corpus(config.need_data(), empty="skip" if options.skip_empty else "error", limit=options.limit)
     report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), config.work.passages, config.encoder_settings,
                          ray_encoder(config.ray, options), rebuild=options.rebuild, prune=options.prune,
+                         prune_limit=None if options.confirm_prune else options.prune_limit,
                          chunk_rows=options.chunk_rows, progress=progress)
     texts = corpus.texts()
     written = TextTable(config.work.texts).update(corpus.table["id"].to_pylist(), [content_hash(t) for t in texts], texts,

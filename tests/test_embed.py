@@ -161,3 +161,31 @@ def test_packaged_minilm_vectors_in_the_table_equal_the_encoder(tmp_path, ray_se
     cached = EmbeddingCache(uri)
     assert json.loads(json.dumps(cached.metadata))["dim"] == 384
     assert (cosine(cached.take(ids), settings.load().encode(texts)) >= 0.9999).all()
+
+
+def test_prune_refuses_to_empty_the_cache_on_a_partial_input(tmp_path, tiny_bert_dir):
+    ids, texts = [f"d{i}" for i in range(10)], [f"cell study number {i}" for i in range(10)]
+    uri = str(tmp_path / "passages.lance")
+    settings = EncoderSettings(model=str(tiny_bert_dir))
+    embed_texts(ids, texts, uri, settings, progress=False)
+    version = EmbeddingCache(uri).version
+    with pytest.raises(ValueError, match=r"prune would delete 7 of the 10 cached passages \(70%, more than prune_limit 20%\)"):
+        embed_texts(ids[:3], texts[:3], uri, settings, prune=True, prune_limit=0.2, progress=False)
+    assert EmbeddingCache(uri).version == version and len(EmbeddingCache(uri)) == 10
+    embed_texts(ids[:9], texts[:9], uri, settings, prune=True, prune_limit=0.2, progress=False)  # 10% is fine
+    assert sorted(EmbeddingCache(uri).hashes()) == sorted(ids[:9])
+
+
+@pytest.mark.parametrize("args,corpus,message", [
+    (["--prune", "--limit", "10"], None, "prune with limit would delete every cached passage beyond the first 10"),
+    (["--limit", "0"], None, "limit must be at least 1"),
+    ([], "", "the corpus has no passages"),
+])
+def test_embed_inputs_that_would_lose_data_are_one_line_errors(tmp_path, tiny_bert_dir, caplog, args, corpus, message):
+    data = data_dir("adi")
+    if corpus is not None:
+        (tmp_path / "corpus.jsonl").write_text(corpus)
+        data = tmp_path / "corpus.jsonl"
+    code = main(["embed", str(data), "--workdir", str(tmp_path / "w"), "--model", str(tiny_bert_dir), *args])
+    assert code == 2 and message in caplog.text and "Traceback" not in caplog.text
+    assert not (tmp_path / "w" / "passages.lance").exists()

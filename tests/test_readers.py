@@ -110,3 +110,28 @@ def test_only_judged_queries_are_kept():
     queries, qrels = judged_queries(data_dir("cisi"), "test")
     assert queries.num_rows == 76 < read_queries(data_dir("cisi")).num_rows
     assert set(queries["id"].to_pylist()) == set(qrels["query_id"].to_pylist())
+
+
+@pytest.mark.parametrize("line,message", [
+    ("q1\td1\t0.9", r"line 2, column 'score': score '0.9' is not an integer relevance grade"),  # was truncated to 0
+    ("q1\td1\tinf", r"line 2, column 'score': score 'inf' is not an integer relevance grade"),  # was an OverflowError
+    ("q1\td1\tnan", r"score 'nan' is not an integer relevance grade"),
+    ("q1\td1\t1\nq1\td1\t2", r"line 3.*\(q1, d1\) is judged 1 on line 2 and 2 here"),  # the last value used to win
+    ("q1\td 1\t1", r"line 2, column 'corpus-id': corpus-id 'd 1' is empty or contains whitespace"),
+])
+def test_qrels_that_would_score_silently_wrong_are_refused(tmp_path, line, message):
+    data = beir(tmp_path, DOCS, qrels=f"query-id\tcorpus-id\tscore\n{line}\n")
+    with pytest.raises(DataError, match=message):
+        read_qrels(data, "test")
+
+
+def test_integral_grades_and_repeated_identical_judgments_are_read_once(tmp_path):
+    data = beir(tmp_path, DOCS, qrels="query-id\tcorpus-id\tscore\nq1\td1\t2.0\nq1\td1\t2\nq1\td2\t0\n")
+    assert read_qrels(data, "test").to_pylist() == [{"query_id": "q1", "passage_id": "d1", "relevance": 2},
+                                                    {"query_id": "q1", "passage_id": "d2", "relevance": 0}]
+
+
+def test_an_id_with_whitespace_is_refused_where_it_is_read(tmp_path):
+    data = beir(tmp_path, [{"_id": "d 1", "text": "a cell"}, {"_id": "d2", "text": "a gene"}])
+    with pytest.raises(DataError, match=r"corpus.jsonl, line 1, column '_id': id 'd 1' contains whitespace"):
+        read_corpus(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def read_corpus(data: str | Path, empty: str = "error", limit: int | None = None
             skipped.append(row["id"])
             continue
         keep.append((row, loc))
+    if not rows:
+        raise DataError(str(path), "the corpus has no passages (an empty or truncated file?)")
     check_unique_ids([r["id"] for r, _ in keep], str(path), [loc for _, loc in keep])
     if skipped:
         log.warning("%s: skipped %d passage(s) with empty text, e.g. %s", path, len(skipped), skipped[:3])
@@ -98,7 +101,7 @@ def read_qrels(data: str | Path, split: str) -> pa.Table:
     if not path.is_file():
         available = sorted(p.stem for p in (Path(data) / "qrels").glob("*.tsv"))
         raise DataError(str(path), f"no qrels for split {split!r}; available splits: {available}")
-    rows = []
+    rows, seen = [], {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.rstrip("\n").split("\t")
@@ -108,11 +111,24 @@ def read_qrels(data: str | Path, split: str) -> pa.Table:
                 continue
             if len(fields) < 3:
                 raise DataError(str(path), f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}", record=f"line {number}")
+            where = f"line {number}"
             try:
-                relevance = int(float(fields[2]))
+                grade = float(fields[2])
             except ValueError:
-                raise DataError(str(path), f"score {fields[2]!r} is not a number", record=f"line {number}", column="score") from None
-            rows.append({"query_id": fields[0], "passage_id": fields[1], "relevance": relevance})
+                raise DataError(str(path), f"score {fields[2]!r} is not a number", record=where, column="score") from None
+            if not math.isfinite(grade) or grade != int(grade):
+                raise DataError(str(path), f"score {fields[2]!r} is not an integer relevance grade (0, 1, 2, ...)",
+                                record=where, column="score")
+            for name, value in (("query-id", fields[0]), ("corpus-id", fields[1])):
+                if not value or value != value.strip() or any(c.isspace() for c in value):
+                    raise DataError(str(path), f"{name} {value!r} is empty or contains whitespace", record=where, column=name)
+            pair = (fields[0], fields[1])
+            if pair in seen and seen[pair][0] != int(grade):
+                raise DataError(str(path), f"({pair[0]}, {pair[1]}) is judged {seen[pair][0]} on {seen[pair][1]} and "
+                                           f"{int(grade)} here; a pair takes one grade", record=where)
+            if pair not in seen:
+                seen[pair] = (int(grade), where)
+                rows.append({"query_id": fields[0], "passage_id": fields[1], "relevance": int(grade)})
     return pa.Table.from_pylist(rows, schema=QRELS)
 
 
@@ -197,6 +213,9 @@ def _record(record: dict, source: str, loc: str, fields: tuple[str, ...], requir
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise DataError(source, f"id must be a string or integer, got {type(value).__name__}", record=loc, column=key)
     row = {"id": str(value)}
+    if any(c.isspace() for c in row["id"]):
+        raise DataError(source, f"id {row['id']!r} contains whitespace, which no TREC run can carry "
+                                "(its fields are whitespace-separated)", record=loc, column=key)
     for name in fields:
         got = record.get(name)
         if got is None:

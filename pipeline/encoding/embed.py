@@ -62,11 +62,13 @@ def embed_texts(
     encode: EncodeStream = encode_here,
     rebuild: bool = False,
     prune: bool = False,
+    prune_limit: float | None = None,
     chunk_rows: int = 1024,
     progress: bool = True,
     what: str = "passages",
 ) -> EmbedReport:
-    """Bring the embedding table at ``uri`` up to date with ``ids``/``texts``."""
+    """Bring the embedding table at ``uri`` up to date with ``ids``/``texts``. With ``prune``, cached ids
+    not given are deleted, refused above ``prune_limit`` of the cache (a partial input is the usual cause)."""
     start = time.perf_counter()
     uri = str(uri)
     encoder = settings.load(device="cpu")
@@ -86,6 +88,10 @@ def embed_texts(
     have = cache.hashes()
     todo = [i for i, (pid, h) in enumerate(zip(ids, hashes)) if have.get(pid) != h]
     stale = sorted(set(have) - set(ids))
+    if prune and stale and prune_limit is not None and len(stale) > prune_limit * len(have):
+        raise ValueError(f"prune would delete {len(stale)} of the {len(have)} cached {what} ({len(stale) / len(have):.0%}, "
+                         f"more than prune_limit {prune_limit:.0%}): is the input complete? Confirm with "
+                         "--confirm-prune, or run without --prune")
     log.info("%s: %d to encode, %d unchanged (skipped), %d cached but not in the input%s",
              what, len(todo), len(ids) - len(todo), len(stale), " (pruning)" if prune and stale else "")
     if todo:
