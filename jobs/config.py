@@ -14,6 +14,7 @@ shared by rerank and training's validation) ``[train]`` (+ ``[train.mining]``,
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalSpec
 from listcon.pipeline.retrieval.retrieve import RetrieveOptions
-from listcon.pipeline.store.workdir import Workdir
+from listcon.pipeline.store.workdir import Workdir, safe_name
 from listcon.pipeline.training.loop import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
 from listcon.schemas import ConfigError, build, choice, option, to_dict
@@ -63,6 +64,12 @@ class EmbedOptions:
         if self.prune and self.limit is not None:
             raise ValueError("prune with limit would delete every cached passage beyond the first "
                              f"{self.limit}; prune with the whole corpus")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1 encoder actor, got {self.concurrency}")
+        if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
+            raise ValueError(f"cpus_per_actor must be positive, got {self.cpus_per_actor}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ValueError(f"gpus_per_actor must be 0 or more, got {self.gpus_per_actor}")
         if not 0 <= self.prune_limit <= 1:
             raise ValueError(f"prune_limit is a fraction of the cache, between 0 and 1; got {self.prune_limit}")
 
@@ -78,6 +85,7 @@ class ExtraSource:
     validate_only: bool = option(False, "kept out of training: all its queries validate (an unseen collection)")
 
     def __post_init__(self) -> None:
+        safe_name(self.split, f"split of extra source {self.name!r}")
         if not (self.name and self.data and self.workdir):
             raise ValueError(f"an extra training source needs name, data and workdir; got {self}")
 
@@ -101,6 +109,7 @@ class TrainOptions:
     settings: TrainSettings = option(TrainSettings(), "what decides the trained weights", flag=False)
 
     def __post_init__(self) -> None:
+        safe_name(self.split, "split")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 (in-process) or more, got {self.num_workers}")
 
@@ -118,6 +127,7 @@ class RerankOptions:
     settings: RerankSettings = option(RerankSettings(), "batching, precision, input policy", flag=False)
 
     def __post_init__(self) -> None:
+        safe_name(self.run_name, "run name")
         if self.workers < 1 or self.shard_size < 1:
             raise ValueError(f"workers and shard_size must be at least 1, got {self.workers} and {self.shard_size}")
 
@@ -150,11 +160,19 @@ class Config:
     evaluate: EvaluateOptions = option(EvaluateOptions(), "", flag=False)
     ray: RayOptions = option(RayOptions(), "", flag=False)
 
+    def __post_init__(self) -> None:
+        safe_name(self.split, "split")
+
     @property
     def work(self) -> Workdir:
         if not self.workdir:
             raise ConfigError("the config must name `workdir` (the state directory)")
-        return Workdir(Path(self.workdir), self.lance_root)
+        root = Path(self.workdir)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"workdir {root} exists and is not a directory")
+        if root.is_dir() and not os.access(root, os.W_OK | os.X_OK):
+            raise ConfigError(f"workdir {root} is not writable")
+        return Workdir(root, self.lance_root)
 
     @property
     def encoder_settings(self) -> EncoderSettings:

@@ -21,7 +21,7 @@ from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import ListConRanker, resolve_precision
 from listcon.model.precision import HEAD_PRECISIONS
 from listcon.pipeline.data.readers import judged_queries
-from listcon.pipeline.rerank.cached import checkpoint_fingerprint
+from listcon.pipeline.rerank.cached import check_dim, checkpoint_fingerprint
 from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
@@ -63,6 +63,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     if source is None:
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
     queries = EmbeddingCache(work.queries)
+    check_dim(head, EmbeddingCache(work.passages))  # here, not as a dead actor after Ray started
     passages_version = EmbeddingCache(work.passages).version
     query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
     device = _worker_device(config, settings)

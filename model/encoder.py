@@ -121,8 +121,12 @@ class TextEncoder(BatchEncoder):
         if model is not None and not local and (str(model).startswith(("/", ".", "~")) or str(model).count("/") > 1):
             raise FileNotFoundError(f"encoder directory {model} does not exist (expected a local HF model directory or a hub id)")
         self.name = str(source if local else model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=local)
-        self.model = AutoModel.from_pretrained(self.name, local_files_only=local)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=local)
+            self.model = AutoModel.from_pretrained(self.name, local_files_only=local)
+        except Exception as err:  # transformers and safetensors raise many types for a broken directory
+            raise ValueError(f"encoder {self.name} cannot be loaded (expected a Hugging Face model directory with "
+                             f"its config, tokenizer and weights): {type(err).__name__}: {str(err)[:300]}") from err
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.pooling = pooling

@@ -80,9 +80,11 @@ class ListConRankerConfig:
     @classmethod
     def from_dict(cls, saved: dict) -> "ListConRankerConfig":
         """Rebuild from a saved dict, refusing keys, types or values this version does not know."""
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"checkpoint config must be a JSON object of head settings, got {type(saved).__name__}")
         try:
             return build(cls, saved, "head")
-        except ConfigError as err:
+        except (ConfigError, ValueError, TypeError) as err:
             raise CheckpointError(f"checkpoint config: {err}") from None
 
 
@@ -240,7 +242,7 @@ class ListConRanker(nn.Module):
             saved = json.loads(config_path.read_text())
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{config_path} is not valid JSON: {err}") from err
-        if saved.pop("format", None) != FORMAT:
+        if not isinstance(saved, dict) or saved.pop("format", None) != FORMAT:
             raise CheckpointError(f"{config_path} is not a {FORMAT} config")
         model = cls(ListConRankerConfig.from_dict(saved))
         try:

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# Split and run names become file names under the workdir: a safe set, so none can point outside it.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def safe_name(value: str, what: str) -> str:
+    """``value`` if it is a plain file-name part (letters, digits, '.', '_', '-'; no '..'), else ValueError."""
+    if not NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"{what} {value!r} may only use letters, digits, '.', '_' and '-' "
+                         "(it names files under the workdir)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,19 +56,19 @@ class Workdir:
         return self.root / "lexical"
 
     def candidates(self, split: str) -> str:
-        return self._lance(f"candidates/{split}.lance")
+        return self._lance(f"candidates/{safe_name(split, 'split')}.lance")
 
     def rankings(self, split: str) -> str:
-        return self._lance(f"rankings/{split}.lance")
+        return self._lance(f"rankings/{safe_name(split, 'split')}.lance")
 
     def training(self, split: str) -> str:
-        return self._lance(f"training/{split}.lance")
+        return self._lance(f"training/{safe_name(split, 'split')}.lance")
 
     def run(self, split: str, name: str) -> Path:
-        return self.root / "runs" / f"{split}.{name}.trec"
+        return self.root / "runs" / f"{safe_name(split, 'split')}.{safe_name(name, 'run name')}.trec"
 
     def runs(self, split: str) -> list[Path]:
-        return sorted((self.root / "runs").glob(f"{split}.*.trec"))
+        return sorted((self.root / "runs").glob(f"{safe_name(split, 'split')}.*.trec"))
 
     def reports(self, split: str) -> Path:
-        return self.root / "reports" / split
+        return self.root / "reports" / safe_name(split, "split")
