@@ -37,6 +37,7 @@ from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
+from listcon.jobs.lock import LockOptions
 from listcon.pipeline.retrieval.lexical import LexicalSpec
 from listcon.pipeline.training.loop import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
@@ -47,17 +48,17 @@ log = logging.getLogger("listcon")
 SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")
 # command -> [(config section, its dataclass, the fields that become flags (None: all))]
 SECTIONS: dict[str, list[tuple[str, type, tuple[str, ...] | None]]] = {
-    "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None), ("ray", RayOptions, None)],
-    "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None), ("ray", RayOptions, None)],
+    "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
+    "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
     "retrieve": [("encoder", EncoderSettings, None), ("retrieve", RetrieveOptions, None),
-                 ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",)), ("ray", RayOptions, None)],
-    "mine": [("train.mining", MiningSettings, None), ("ray", RayOptions, None)],
+                 ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",)), ("ray", RayOptions, None), ("lock", LockOptions, None)],
+    "mine": [("train.mining", MiningSettings, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
     "train": [("train", TrainOptions, None), ("train.settings", TrainSettings, None),
               ("train.settings.head", ListConRankerConfig, None), ("schedule", PruneSchedule, None),
-              ("ray", RayOptions, None)],
+              ("ray", RayOptions, None), ("lock", LockOptions, None)],
     "rerank": [("rerank", RerankOptions, None), ("rerank.settings", RerankSettings, None),
-               ("schedule", PruneSchedule, None), ("ray", RayOptions, None)],
-    "evaluate": [("evaluate", EvaluateOptions, None), ("ray", RayOptions, None)],
+               ("schedule", PruneSchedule, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
+    "evaluate": [("evaluate", EvaluateOptions, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
 }
 NEEDS_DATA = {"embed", "retrieve", "mine", "train", "rerank", "evaluate"}
 TRAIN_SPLIT = {"mine", "train"}  # --split names the training split for these

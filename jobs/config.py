@@ -26,6 +26,7 @@ from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalSpec
 from listcon.pipeline.retrieval.retrieve import RetrieveOptions
+from listcon.jobs.lock import LockOptions
 from listcon.pipeline.store.workdir import Workdir, safe_name
 from listcon.pipeline.training.loop import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
@@ -159,6 +160,7 @@ class Config:
     rerank: RerankOptions = option(RerankOptions(), "", flag=False)
     evaluate: EvaluateOptions = option(EvaluateOptions(), "", flag=False)
     ray: RayOptions = option(RayOptions(), "", flag=False)
+    lock: LockOptions = option(LockOptions(), "", flag=False)
 
     def __post_init__(self) -> None:
         safe_name(self.split, "split")

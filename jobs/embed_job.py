@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from listcon.jobs.config import Config, EmbedOptions, RayOptions
+from listcon.jobs.lock import locked
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.pipeline.data.readers import read_corpus
@@ -52,6 +53,7 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
     return stream
 
 
+@locked("embed")
 def embed(config: Config, progress: bool = True) -> EmbedReport:
     """Encode the corpus's new and changed passages into W/passages.lance."""
     log_config("embed", {"data": config.data, "workdir": config.workdir, "lance_root": config.lance_root,

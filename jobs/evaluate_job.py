@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.runtime import log_config
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import per_query, without_self
@@ -27,6 +28,7 @@ class EvaluateResult:
     summary: dict
 
 
+@locked("evaluate")
 def evaluate(config: Config, split: str | None = None, baseline: str = BASELINE) -> EvaluateResult:
     """Score every TREC run of ``split`` under W/runs and write the report."""
     split, work, measures = split or config.split, config.work, config.evaluate.measures

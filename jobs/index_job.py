@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.runtime import log_config
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.faiss_index import Manifest
@@ -28,6 +29,7 @@ class IndexResult:
     lexical: dict
 
 
+@locked("index")
 def index(config: Config) -> IndexResult:
     """Build (or keep) W/index/ over the passage cache and W/lexical/ over the passage texts."""
     work, spec = config.work, config.index

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.runtime import log_config
 from listcon.pipeline.data.readers import read_qrels, read_queries
 from listcon.pipeline.retrieval import faiss_index
@@ -32,6 +33,7 @@ class MineResult:
     up_to_date: bool
 
 
+@locked("mine")
 def mine(config: Config, split: str | None = None) -> MineResult:
     """Writes W/training/<split>.lance (unchanged when its inputs are)."""
     split, settings, work = split or config.train.split, config.train.mining, config.work

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import ListConRanker, resolve_precision
@@ -47,6 +48,7 @@ class RerankResult:
     up_to_date: bool
 
 
+@locked("rerank")
 def rerank(config: Config, split: str | None = None, depth: int | None = None, run_name: str | None = None,
            progress: bool = True) -> RerankResult:
     """Rerank W/candidates/<split> into W/rankings (+ a TREC run); ``depth`` reranks only each query's top-N."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.embed_job import ray_encoder
 from listcon.jobs.runtime import log_config
 from listcon.pipeline.data.readers import judged_queries, read_corpus
@@ -48,6 +49,7 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+@locked("retrieve")
 def retrieve(config: Config, split: str | None = None, k: int | None = None, progress: bool = True) -> RetrieveResult:
     """Candidates for every judged query of ``split``; a rerun with the same inputs changes nothing."""
     split, options = split or config.split, config.retrieve

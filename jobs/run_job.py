@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.embed_job import embed
 from listcon.jobs.evaluate_job import EvaluateResult, evaluate
 from listcon.jobs.index_job import index
@@ -40,6 +41,7 @@ def prepare(config: Config, split: str, k: int, progress: bool = True) -> None:
     retrieve(config, split, k, progress=progress)
 
 
+@locked("run")
 def run(config: Config, progress: bool = True) -> RunResult:
     """Run every step the config asks for."""
     log_config("run", config)

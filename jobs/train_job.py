@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from listcon.jobs.config import Config
+from listcon.jobs.lock import locked
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
@@ -116,6 +117,7 @@ def in_process_device(use_gpu: bool) -> str:
     return "cuda"
 
 
+@locked("train")
 def train(config: Config) -> TrainResult:
     """Train into the configured output directory (best checkpoint + checkpoints/ for resume)."""
     options, settings = config.train, config.train.settings

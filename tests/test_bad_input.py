@@ -12,11 +12,13 @@ import torch
 
 from conftest import data_dir
 from listcon.jobs.cli import main
+from listcon.jobs.lock import LOCK_FILE
 from listcon.model import ListConRanker, ListConRankerConfig
 
 
 def tree(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+    """Every file and its mtime, except the writer lock a job takes and releases."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.name != LOCK_FILE}
 
 
 @pytest.fixture(scope="module")

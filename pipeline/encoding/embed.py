@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 from listcon.pipeline.store.atomic import swap_dir
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache, content_hash, is_local
-from listcon.schemas import ENCODER_FIELDS, embedding_schema, encoder_field, vectors_table
+from listcon.schemas import ENCODER_FIELDS, DataError, embedding_schema, encoder_field, vectors_table
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,11 @@ def embed_texts(
         cache.delete(stale)
     if target != uri:
         swap_dir(target, uri)
-    version = EmbeddingCache(uri).version
+    final = EmbeddingCache(uri)
+    if final.exists and len(final.hashes()) != len(final):  # one row per id, whatever happened around us
+        raise DataError(uri, f"{len(final) - len(final.hashes())} duplicate id row(s) after this commit: another writer "
+                             "interleaved (each job locks its workdir; was this table shared?). Rebuild it with --rebuild")
+    version = final.version
     return EmbedReport(len(todo), len(ids) - len(todo), 0 if prune else len(stale), version, time.perf_counter() - start)
 
 
