@@ -64,3 +64,52 @@ def test_the_lock_is_reentrant_within_a_process_and_exclusive_across(tmp_path):
         finally:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_two_embeds_and_two_reranks_at_once_never_duplicate_or_delete(tmp_path, tiny_bert_dir, adi_embedded):
+    """The reported overlaps: two embeds of one workdir (220 rows for 150 ids before), two reranks of
+    one split (one deleted the other's shards). Both kinds now serialise (--wait) or refuse cleanly."""
+    import shutil
+
+    import lance
+
+    from conftest import data_dir
+    from listcon.jobs.lock import LOCK_FILE
+
+    data = str(data_dir("adi"))
+    listcon = [sys.executable, "-m", "listcon.jobs.cli"]
+
+    def together(*commands):
+        procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+        return [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+
+    embed = [*listcon, "embed", data, "--workdir", str(tmp_path / "e"), "--model", str(tiny_bert_dir), "--no-progress"]
+    results = together([*embed, "--wait"], [*embed, "--wait"])
+    assert [code for code, _ in results] == [0, 0], results
+    table = lance.dataset(str(tmp_path / "e" / "passages.lance")).to_table(columns=["id"])
+    assert table.num_rows == len(set(table["id"].to_pylist())) == 82
+    results = together(embed, [*embed, "--rebuild"])  # without --wait: serial by luck, or one clean refusal
+    assert sorted(code for code, _ in results) in ([0, 0], [0, 2])
+    assert all("being written by listcon embed" in err for code, err in results if code == 2)
+
+    work = tmp_path / "r"
+    shutil.copytree(adi_embedded, work, ignore=shutil.ignore_patterns(LOCK_FILE))
+    head = tmp_path / "head"
+    torch_head(head)
+    rerank = [*listcon, "rerank", data, "--workdir", str(work), "--model-dir", str(head), "--no-progress",
+              "--shard-size", "4", "--wait"]
+    results = together(rerank, rerank)
+    assert [code for code, _ in results] == [0, 0], results
+    assert sum("nothing to do" in err for _, err in results) == 1  # the one that waited found the work done
+    assert (work / "runs" / "test.listcon.trec").is_file()
+    assert not list((work / "rankings").glob(".*.shards"))
+
+
+def torch_head(directory) -> None:
+    import torch
+
+    from listcon.model import ListConRanker, ListConRankerConfig
+
+    torch.manual_seed(0)
+    ListConRanker(ListConRankerConfig(hidden_size=32, num_heads=4, ffn_size=64)).save_pretrained(directory)
