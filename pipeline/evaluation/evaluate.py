@@ -24,7 +24,9 @@ def per_query(qrels: pa.Table, run: dict[str, dict[str, float]], measures: Itera
     """``{measure: {query_id: value}}`` over every query that has a relevant judgment."""
     parsed = [ir_measures.parse_measure(m) for m in measures]
     judged = {q for q, r in zip(qrels["query_id"].to_pylist(), qrels["relevance"].to_pylist()) if r > 0}
-    values: dict[str, dict[str, float]] = {str(m): {q: 0.0 for q in judged} for m in parsed}
+    # queries in sorted order, not a set's: means then sum in the same order in every process
+    # (a set's order follows the per-process string hash, and moved a mean by an ulp on resume)
+    values: dict[str, dict[str, float]] = {str(m): {q: 0.0 for q in sorted(judged)} for m in parsed}
     scored = [ir_measures.ScoredDoc(q, p, s) for q, docs in run.items() for p, s in docs.items()]
     for metric in ir_measures.iter_calc(parsed, qrels_records(qrels), scored):
         if metric.query_id in judged:
