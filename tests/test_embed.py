@@ -113,7 +113,7 @@ def table_state(uri: str) -> dict[str, np.ndarray]:
     return dict(zip(table["id"].to_pylist(), vectors))
 
 
-@pytest.mark.parametrize("kill_at", [3, pytest.param(9, marks=pytest.mark.slow), pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kill_at", [3, *(pytest.param(k, marks=pytest.mark.slow) for k in (6, 9, 14, 20))])
 def test_a_killed_embed_job_resumes_to_the_uninterrupted_table(tmp_path, tiny_bert_dir, ray_session, kill_at):
     data = data_dir("medline")
     args = ["embed", str(data), "--model", str(tiny_bert_dir), "--chunk-rows", "16", "--batch-size", "4", "--no-progress"]

@@ -93,9 +93,9 @@ def test_rerank_killed_after_some_shards_resumes_to_the_same_run(base, tmp_path,
     assert not marks.exists()
 
 
-@pytest.mark.parametrize("epoch", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("epoch", [1, *(pytest.param(e, marks=pytest.mark.slow) for e in (2, 3, 4, 5))])
 def test_training_killed_after_an_epoch_resumes_to_the_same_weights(base, tmp_path, epoch):
-    args = lambda out: ["train", DATA, "--workdir", str(base), "--split", "test", "--epochs", "3",  # noqa: E731
+    args = lambda out: ["train", DATA, "--workdir", str(base), "--split", "test", "--epochs", "6", "--patience", "10",  # noqa: E731
                         "--out", str(out), "--first-stage-prior"]
     run(args(tmp_path / "ref"))
     checkpoint = tmp_path / "kill" / "checkpoints" / f"epoch-{epoch:04d}"
@@ -110,7 +110,7 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(base, tmp_pa
         assert (tmp_path / "kill" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, 4))])
 def test_retrieve_and_mine_killed_at_a_random_moment_rerun_to_the_same_tables(base, tmp_path, seed):
     delay = random.Random(seed).uniform(1.0, 8.0)
     reference, resumed = copy(base, tmp_path / "ref"), copy(base, tmp_path / "kill")
