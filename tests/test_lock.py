@@ -113,3 +113,47 @@ def torch_head(directory) -> None:
 
     torch.manual_seed(0)
     ListConRanker(ListConRankerConfig(hidden_size=32, num_heads=4, ffn_size=64)).save_pretrained(directory)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [
+    ["index"],
+    ["retrieve", "{data}", "--split", "test", "--k", "50"],
+    ["mine", "{data}", "--split", "test", "--holdout-fraction", "0.3"],
+    ["train", "{data}", "--split", "test", "--epochs", "2", "--out", "{work}/head-overlap"],
+    ["evaluate", "{data}"],
+])
+def test_two_writers_of_every_other_step_serialise_to_one_runs_result(tmp_path, adi_embedded, step):
+    import shutil
+
+    from conftest import data_dir
+    from listcon.jobs.lock import LOCK_FILE
+
+    work, alone = tmp_path / "together", tmp_path / "alone"
+    for target in (work, alone):
+        shutil.copytree(adi_embedded, target, ignore=shutil.ignore_patterns(LOCK_FILE))
+        if step[0] == "train":  # training needs mined lists
+            run = [sys.executable, "-m", "listcon.jobs.cli", "mine", str(data_dir("adi")), "--workdir", str(target),
+                   "--split", "test", "--holdout-fraction", "0.3", "--no-progress"]
+            subprocess.run(run, check=True, capture_output=True)
+    command = lambda w: [sys.executable, "-m", "listcon.jobs.cli",  # noqa: E731
+                         *[a.format(data=data_dir("adi"), work=w) for a in step], "--workdir", str(w), "--no-progress"]
+    procs = [subprocess.Popen([*command(work), "--wait"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], [p.stderr.read()[-1500:] for p in procs]
+    subprocess.run(command(alone), check=True, capture_output=True)
+    outputs = {"index": "index/manifest.json", "retrieve": "runs/test.first_stage.trec", "mine": "training/test.lance",
+               "train": "head-overlap/model.safetensors", "evaluate": "reports/test/metrics.json"}[step[0]]
+    if outputs.endswith(".lance"):
+        import lance
+
+        a = lance.dataset(str(work / outputs)).to_table().drop_columns(["signals"])
+        assert a.equals(lance.dataset(str(alone / outputs)).to_table().drop_columns(["signals"]))
+    elif outputs.endswith(".json") and step[0] == "evaluate":
+        import json
+
+        assert json.loads((work / outputs).read_text())["runs"] == json.loads((alone / outputs).read_text())["runs"]
+    elif step[0] == "index":
+        assert (work / "index" / "ids.arrow").read_bytes() == (alone / "index" / "ids.arrow").read_bytes()
+    else:
+        assert (work / outputs).read_bytes() == (alone / outputs).read_bytes()
