@@ -46,19 +46,22 @@ from listcon.schemas import ConfigError, DataError
 log = logging.getLogger("listcon")
 
 SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")
+# Sections every step takes: where Ray runs, and what to do when another job holds the workdir.
+COMMON = [("ray", RayOptions, None), ("lock", LockOptions, None)]
 # command -> [(config section, its dataclass, the fields that become flags (None: all))]
 SECTIONS: dict[str, list[tuple[str, type, tuple[str, ...] | None]]] = {
-    "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
-    "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
-    "retrieve": [("encoder", EncoderSettings, None), ("retrieve", RetrieveOptions, None),
-                 ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",)), ("ray", RayOptions, None), ("lock", LockOptions, None)],
-    "mine": [("train.mining", MiningSettings, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
-    "train": [("train", TrainOptions, None), ("train.settings", TrainSettings, None),
-              ("train.settings.head", ListConRankerConfig, None), ("schedule", PruneSchedule, None),
-              ("ray", RayOptions, None), ("lock", LockOptions, None)],
-    "rerank": [("rerank", RerankOptions, None), ("rerank.settings", RerankSettings, None),
-               ("schedule", PruneSchedule, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
-    "evaluate": [("evaluate", EvaluateOptions, None), ("ray", RayOptions, None), ("lock", LockOptions, None)],
+    command: [*own, *COMMON] for command, own in {
+        "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None)],
+        "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None)],
+        "retrieve": [("encoder", EncoderSettings, None), ("retrieve", RetrieveOptions, None),
+                     ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",))],
+        "mine": [("train.mining", MiningSettings, None)],
+        "train": [("train", TrainOptions, None), ("train.settings", TrainSettings, None),
+                  ("train.settings.head", ListConRankerConfig, None), ("schedule", PruneSchedule, None)],
+        "rerank": [("rerank", RerankOptions, None), ("rerank.settings", RerankSettings, None),
+                   ("schedule", PruneSchedule, None)],
+        "evaluate": [("evaluate", EvaluateOptions, None)],
+    }.items()
 }
 NEEDS_DATA = {"embed", "retrieve", "mine", "train", "rerank", "evaluate"}
 TRAIN_SPLIT = {"mine", "train"}  # --split names the training split for these

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
-from listcon.jobs.runtime import log_config, start_ray
+from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.model import ListConRanker, resolve_precision
 from listcon.model.precision import HEAD_PRECISIONS
 from listcon.pipeline.data.readers import judged_queries
@@ -144,9 +144,7 @@ def _worker_device(config: Config, settings) -> str:
         return settings.device
     if config.ray.address:  # a remote cluster: ask it (a local one sees this machine's GPUs)
         start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
-        import ray
-
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        gpus = gpus_in_cluster()
     else:
         gpus = torch.cuda.device_count()
     return "cuda" if gpus >= config.rerank.workers else "cpu"

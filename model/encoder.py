@@ -60,6 +60,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """Float32 sentence vectors from token states: masked mean or CLS, optionally L2-normalised.
+    Every backend pools through here, so their vectors differ only by the model's arithmetic."""
+    pooled = (mean_pool(hidden, attention_mask) if pooling == "mean" else hidden[:, 0]).float()
+    return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+
+
 class BatchEncoder:
     """Texts -> float32 vectors ``[n, dim]`` in batches of similar length; subclasses encode one batch."""
 
@@ -158,9 +165,7 @@ class TextEncoder(BatchEncoder):
         # fp32 enters no autocast region at all, so an outer one (bf16 training) stays in force.
         with autocast(self.precision, self.device):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
-        pooled = pooled.float()
-        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+        return pool(hidden, attention_mask, self.pooling, self.normalize)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(

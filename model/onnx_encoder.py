@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from listcon.model.encoder import BatchEncoder, TextEncoder
+from listcon.model.encoder import BatchEncoder, TextEncoder, pool
+from listcon.schemas import encoder_field
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +160,7 @@ class OnnxEncoder(BatchEncoder):
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
         hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        if self.pooling == "mean":
-            weights = mask[..., None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        else:
-            pooled = hidden[:, 0]
-        pooled = pooled.astype(np.float32)
-        if self.normalize:
-            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return pooled
+        return pool(torch.from_numpy(hidden), torch.from_numpy(mask), self.pooling, self.normalize).numpy()
 
 
 def load_encoder(model: str | Path | None = None, *, backend: str = "torch", pooling: str = "mean",
@@ -189,6 +182,7 @@ def load_encoder(model: str | Path | None = None, *, backend: str = "torch", poo
 def encoder_from_info(info: dict, device: str | torch.device | None = None,
                       export_dir: str | Path | None = None) -> BatchEncoder:
     """The encoder that wrote an embedding table (its stored metadata), to encode more texts the same way."""
-    return load_encoder(info["model"], backend=info.get("backend", "torch"), pooling=info["pooling"],
-                        normalize=info["normalize"], max_length=info["max_length"],
-                        device=device if info.get("backend", "torch") == "torch" else "cpu", export_dir=export_dir)
+    backend = encoder_field(info, "backend")
+    return load_encoder(info["model"], backend=backend, pooling=info["pooling"], normalize=info["normalize"],
+                        max_length=info["max_length"], device=device if backend == "torch" else "cpu",
+                        export_dir=export_dir)

@@ -129,9 +129,11 @@ def embed_texts(
     if target != uri:
         swap_dir(target, uri)
     final = EmbeddingCache(uri)
-    if final.exists and len(final.hashes()) != len(final):  # one row per id, whatever happened around us
-        raise DataError(uri, f"{len(final) - len(final.hashes())} duplicate id row(s) after this commit: another writer "
-                             "interleaved (each job locks its workdir; was this table shared?). Rebuild it with --rebuild")
+    if todo or (prune and stale):  # after a write: one row per id, whatever happened around us
+        duplicates = len(final) - len(final.hashes())
+        if duplicates:
+            raise DataError(uri, f"{duplicates} duplicate id row(s) after this commit: another writer interleaved "
+                                 "(each job locks its workdir; was this table shared?). Rebuild it with --rebuild")
     version = final.version
     return EmbedReport(len(todo), len(ids) - len(todo), 0 if prune else len(stale), version, time.perf_counter() - start)
 

@@ -21,6 +21,7 @@ from listcon.pipeline.retrieval.signals import QuerySignals
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.ranked_lists import candidate_lists, read_provenance, read_ranked, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
+from listcon.schemas import encoder_field
 from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation, candidate_features
 from listcon.pipeline.training.loop import TrainSettings
 
@@ -121,7 +122,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         if extras or names:
             raise ValueError("stage 2 (end to end) trains a head without signals on the main collection only; "
                              "drop the extra sources and the head's signals")
-        if meta.get("backend", "torch") != "torch":
+        if encoder_field(meta, "backend") != "torch":
             raise ValueError(f"stage 2 fine-tunes the torch encoder, but {work.passages} was embedded with the "
                              f"{meta['backend']} backend; embed with backend torch (another --workdir) to train end to end")
         part = _load_part(main, settings.val_depth)
