@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
 from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
-from listcon.pipeline.store.ranked_lists import read_provenance, write_ranked, write_trec
+from listcon.pipeline.store.ranked_lists import TrecWriter, read_provenance, write_ranked
 from listcon.schemas import CANDIDATES, to_dict
 
 log = logging.getLogger(__name__)
@@ -92,13 +94,23 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
         log.info("retrieve: candidates for %s are up to date (%s); nothing to do", split, uri)
         return RetrieveResult(uri, run_path, len(query_ids), provenance["k"], True)
     stage = FirstStage(index, passage_ids, spec, LexicalIndex.load(work.lexical), passages, options)
-    batches = list(stage.run(query_ids, query_texts, query_cache.take(query_ids), external, progress=progress))
-    table = pa.concat_tables([b for b, _ in batches]) if batches else CANDIDATES.empty_table()
-    version = write_ranked(table, uri, provenance)
-    write_trec(table, run_path, tag="listcon-first-stage")
-    for name in COMPARISONS:
-        write_trec(pa.concat_tables([c[name] for _, c in batches]) if batches else CANDIDATES.empty_table(),
-                   work.run(split, name), tag=f"listcon-{name}")
+    with ExitStack() as stack:
+        runs = {FIRST_STAGE: stack.enter_context(TrecWriter(run_path, "listcon-first-stage")),
+                **{name: stack.enter_context(TrecWriter(work.run(split, name), f"listcon-{name}")) for name in COMPARISONS}}
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            """Query batches' candidates, written to the runs as they pass; memory holds one batch."""
+            for candidates, comparisons in stage.run(query_ids, query_texts, query_cache.take, external,
+                                                      progress=progress):
+                runs[FIRST_STAGE].write(candidates)
+                for name in COMPARISONS:
+                    runs[name].write(comparisons[name])
+                yield from candidates.to_batches()
+            # the runs land before the table commits its provenance: a kill in between makes a rerun redo both
+            for run in runs.values():
+                run.commit()
+
+        version = write_ranked(pa.RecordBatchReader.from_batches(CANDIDATES, stream()), uri, provenance)
     source = f"external run {options.from_run}" if options.from_run else options.method
     log.info("retrieve: %d queries x top-%d (%s) -> %s (version %d) and %s", len(query_ids), provenance["k"], source, uri,
              version, run_path)

@@ -12,7 +12,7 @@ rank in that side's top-k, or k + 1 when it is below it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,14 +92,19 @@ class FirstStage:
         self.passage_ids = np.asarray(passage_ids, dtype=object)
         self.spec, self.lexical, self.passages, self.options = spec, lexical, passages, options
 
-    def run(self, query_ids: list[str], query_texts: list[str], query_vectors: np.ndarray,
+    def run(self, query_ids: list[str], query_texts: list[str],
+            query_vectors: np.ndarray | Callable[[list[str]], np.ndarray],
             external: dict[str, list[tuple[str, float]]] | None = None, batch: int = 256,
             progress: bool = True) -> Iterator[tuple[pa.Table, dict[str, pa.Table]]]:
-        """Per query batch: (candidates, {comparison run name: its rows}) in CANDIDATES' schema."""
+        """Per query batch: (candidates, {comparison run name: its rows}) in CANDIDATES' schema.
+
+        ``query_vectors`` is the queries' matrix, or a function from a batch's ids to its rows
+        (so the driver holds one batch of query vectors, not all of them).
+        """
         k = self.k
         for start in tqdm(range(0, len(query_ids), batch), desc="retrieve", unit="batch", disable=not progress):
             qids, texts = query_ids[start : start + batch], query_texts[start : start + batch]
-            vectors = query_vectors[start : start + batch]
+            vectors = query_vectors(qids) if callable(query_vectors) else query_vectors[start : start + batch]
             _, positions = faiss_index.search(self.searcher, vectors, k, self.spec.metric, batch)
             lex_tokens = self.lexical.tokens(texts)
             candidates, comparisons = [], {name: [] for name in COMPARISONS}

@@ -128,18 +128,45 @@ def candidate_lists(candidates: pa.Table, query_ids: list[str]) -> list[tuple[st
     return [(q, by_query.get(q, [])) for q in query_ids]
 
 
-def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag: str) -> None:
-    """``qid Q0 docid rank score tag`` lines, in order, streamed through a temp file (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for batch in data.to_batches() if isinstance(data, pa.Table) else data:
-            out.writelines(
-                f"{q} Q0 {p} {r} {s!r} {tag}\n"
+class TrecWriter:
+    """A TREC run written batch by batch to a temp file; ``commit()`` renames it into place (atomic).
+
+    ``qid Q0 docid rank score tag`` lines, in the order written. Leaving without ``commit()``
+    (an error, a kill) removes the temp file and leaves any earlier run at ``path`` as it was.
+    """
+
+    def __init__(self, path: str | Path, tag: str) -> None:
+        self.path, self.tag = Path(path), tag
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.handle = open(self.tmp, "w", encoding="utf-8")
+
+    def write(self, data: pa.Table | pa.RecordBatch) -> None:
+        for batch in data.to_batches() if isinstance(data, pa.Table) else [data]:
+            self.handle.writelines(
+                f"{q} Q0 {p} {r} {s!r} {self.tag}\n"
                 for q, p, r, s in zip(batch["query_id"].to_pylist(), batch["passage_id"].to_pylist(),
                                       batch["rank"].to_pylist(), batch["score"].to_pylist()))
-    os.replace(tmp, path)
+
+    def commit(self) -> None:
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+
+    def __enter__(self) -> TrecWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag: str) -> None:
+    """``qid Q0 docid rank score tag`` lines, in order, streamed through a temp file (atomic)."""
+    with TrecWriter(path, tag) as out:
+        for batch in data.to_batches() if isinstance(data, pa.Table) else data:
+            out.write(batch)
+        out.commit()
 
 
 def read_trec(path: str | Path) -> dict[str, dict[str, float]]:
