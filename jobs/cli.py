@@ -204,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.error("%s", err)
         return 2
+    except Exception as err:  # a node or worker lost mid-job: say so in one line; the work done so far is kept
+        if not type(err).__module__.startswith("ray") or verbose:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        log.error("a Ray worker or node failed (%s: %s); finished work is kept: rerun the same command to resume",
+                  type(err).__name__, first)
+        return 3
     return 0
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from listcon.jobs.config import Config, EmbedOptions, RayOptions
 from listcon.jobs.lock import locked
-from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
+from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, eligible_nodes, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.pipeline.data.readers import read_corpus
 from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts
@@ -20,9 +22,17 @@ from listcon.pipeline.store.text_table import TextTable
 log = logging.getLogger(__name__)
 
 
+class NodeEncodeBatch(EncodeBatch):
+    """``EncodeBatch`` that also says which Ray node encoded each batch (the job logs the spread)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().__call__(batch)
+        return {**out, "node": np.full(len(out["id"]), this_node())}
+
+
 def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> EncodeStream:
-    """An encode stream on Ray Data encoder actors (Ray starts when the stream does):
-    one actor per GPU where the cluster has GPUs, else one CPU actor."""
+    """An encode stream on Ray Data encoder actors (Ray starts when the stream does): one actor
+    per GPU where the cluster has GPUs, else one CPU actor per node (a single machine: one)."""
 
     def stream(work: pa.Table, settings: EncoderSettings) -> Iterator[dict]:
         import ray as ray_module
@@ -30,8 +40,8 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
         start_ray(ray.address, object_store_mb=ray.object_store_mb)
         gpus = gpus_in_cluster()
         gpus_per_actor = embed.gpus_per_actor if embed.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-        concurrency = embed.concurrency or (max(1, gpus) if gpus_per_actor else 1)
         nodes = cluster_nodes()
+        concurrency = embed.concurrency or (max(1, gpus) if gpus_per_actor else max(1, len(eligible_nodes(nodes))))
         cpus = cpus_per_actor(nodes, "embed's encoder actors", concurrency, gpus_per_actor or 0.0, embed.cpus_per_actor)
         device = "cuda" if gpus_per_actor else "cpu"  # what Ray reserved, not what the actor can see
         log.info("encoder actors: %d x (%s CPU, %s GPU) on %s; nodes: %s", concurrency, cpus, gpus_per_actor,
@@ -40,7 +50,7 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
         size = settings.batch_for(device)
         blocks = [work.slice(i, size) for i in range(0, work.num_rows, size)]
         dataset = ray_module.data.from_arrow(blocks).map_batches(
-            EncodeBatch,
+            NodeEncodeBatch,
             fn_constructor_kwargs={"settings": settings, "threads": max(1, int(cpus)), "device": device},
             batch_size=size,
             batch_format="numpy",
@@ -48,7 +58,11 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
             num_cpus=cpus,
             num_gpus=gpus_per_actor or None,
         )
-        yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+        per_node: Counter[str] = Counter()
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            per_node[str(batch["node"][0])] += len(batch["id"])
+            yield {k: v for k, v in batch.items() if k != "node"}
+        log.info("encoder actors: texts encoded per node: %s", dict(sorted(per_node.items())))
 
     return stream
 

@@ -39,6 +39,18 @@ def cluster_nodes() -> list[NodeResources]:
             for n in ray.nodes() if n.get("Alive")]
 
 
+def this_node() -> str:
+    """The Ray node this code runs on (short id), for logs of which node did what."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:8]
+
+
+def eligible_nodes(nodes: list[NodeResources], gpus_per_actor: float = 0.0) -> list[NodeResources]:
+    """Nodes that can host one actor (a CPU, and the GPUs it asks for)."""
+    return [n for n in nodes if n.cpus >= 1 and n.gpus >= gpus_per_actor]
+
+
 def describe(nodes: list[NodeResources]) -> str:
     return ", ".join(f"{n.address} ({n.cpus:g} CPU, {n.gpus:g} GPU)" for n in nodes) or "none"
 
@@ -51,7 +63,7 @@ def cpus_per_actor(nodes: list[NodeResources], what: str, actors: int, gpus_per_
     (so every node can host one); a GPU actor gets 1 to 4. Raises :class:`PlacementError`
     when no node can host one actor, or the nodes cannot host ``actors`` of them at once.
     """
-    eligible = [n for n in nodes if n.cpus >= 1 and n.gpus >= gpus_per_actor]
+    eligible = eligible_nodes(nodes, gpus_per_actor)
     if not eligible:
         need = f"{gpus_per_actor:g} GPU and 1 CPU" if gpus_per_actor else "1 CPU"
         raise PlacementError(f"{what}: no node has {need} for one actor; nodes: {describe(nodes)}")

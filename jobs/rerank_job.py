@@ -7,6 +7,7 @@ provenance; a killed job reruns only the unfinished ones and ends with the same 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
-from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
+from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.model import ListConRanker, resolve_precision
 from listcon.model.precision import HEAD_PRECISIONS
@@ -83,7 +84,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
         return RerankResult(uri, run_path, len(query_ids), 0, 0, {}, True)
 
     n_shards = -(-len(query_ids) // options.shard_size)
-    store = ShardStore(work.root / "rankings" / f".{split}.{run_name}.shards", provenance)
+    store = ShardStore(work.shards(split, run_name), provenance)
     store.discard_others()  # shards of other inputs are useless now
     todo = sum(1 for i in range(n_shards) if not store.done(i))
     log.info("rerank: %d queries in %d shards, %d already done", len(query_ids), n_shards, n_shards - todo)
@@ -104,14 +105,17 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
             threads = int(cpus_per_actor(nodes, "rerank workers", workers, gpus))
             on = replace(settings, device=device)  # what Ray reserves, not what an actor happens to see
             log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
-            actor = ray.remote(num_cpus=threads, num_gpus=gpus)(RerankShard)
+            actor = ray.remote(num_cpus=threads, num_gpus=gpus)(NodeRerankShard)
             pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, on, config.schedule, store, threads)
                               for _ in range(workers)])
         sizes: dict[int, int] = {}
 
+        per_node: Counter[str] = Counter()
+
         def collect() -> None:
             nonlocal skipped, seconds
-            shard, missing, spent = pool.get_next_unordered()
+            shard, missing, spent, node = pool.get_next_unordered()
+            per_node[node] += sizes[shard]
             skipped += missing
             seconds = {k: seconds[k] + spent[k] for k in seconds}
             bar.update(sizes.pop(shard))
@@ -128,7 +132,8 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
         while sizes:
             collect()
     if todo:
-        log.info("rerank: worker time in take %.1fs, model %.1fs, write %.1fs", *seconds.values())
+        log.info("rerank: worker time in take %.1fs, model %.1fs, write %.1fs; queries per node: %s",
+                 *seconds.values(), dict(sorted(per_node.items())))
     if skipped:
         log.warning("rerank: skipped %d candidate(s) missing from the passage cache (skip_missing)", skipped)
     version = write_ranked(store.reader(n_shards, RANKINGS), uri, provenance)
@@ -136,6 +141,13 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     store.clear()
     log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(query_ids), empty, uri, version, run_path)
     return RerankResult(uri, run_path, len(query_ids), empty, skipped, seconds, False)
+
+
+class NodeRerankShard(RerankShard):
+    """``RerankShard`` that also says which Ray node reranked the shard (the job logs the spread)."""
+
+    def run(self, shard: int, lists: list) -> tuple[int, int, dict[str, float], str]:
+        return (*super().run(shard, lists), this_node())
 
 
 def _worker_device(config: Config, settings) -> str:

@@ -50,9 +50,22 @@ def log_config(job: str, config) -> None:
     log.info("%s config (git %s): %s", job, git_sha(), json.dumps(to_dict(config), sort_keys=True, default=str))
 
 
+# What Lance and pyarrow read to reach an object store; workers on other nodes need the driver's.
+STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+
+
+def storage_env() -> dict[str, str]:
+    """The object-store settings in this process's environment (endpoint, region, credentials)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
               progress_bars: bool = False) -> None:
-    """Start a quiet local Ray (or attach to ``address``); reuse one already started in-process."""
+    """Start a quiet local Ray (or attach to ``address``); reuse one already started in-process.
+
+    On a cluster, the job's workers get the driver's object-store settings (``storage_env``), so
+    actors on other nodes read and write the same ``lance_root`` with the same credentials.
+    """
     import ray
 
     for key, value in QUIET_ENV.items():
@@ -60,6 +73,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:
+            if storage_env():
+                kwargs["runtime_env"] = {"env_vars": storage_env()}
             ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),

@@ -25,7 +25,6 @@ from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.ranked_lists import read_provenance
-from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import CHECKPOINTS, latest_state
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.loop import FitResult, TrainSettings, ddp_unused_parameters, fit
@@ -117,16 +116,21 @@ def in_process_device(use_gpu: bool) -> str:
     return "cuda"
 
 
+def _described(source: Source) -> dict:
+    """A source in the provenance (``lance_root`` only where set, so local workdirs keep their keys)."""
+    return {k: v for k, v in asdict(source).items() if k != "lance_root" or v}
+
+
 @locked("train")
 def train(config: Config) -> TrainResult:
     """Train into the configured output directory (best checkpoint + checkpoints/ for resume)."""
     options, settings = config.train, config.train.settings
     out = config.train_out
-    main = Source("", config.need_data(), config.workdir, options.split).resolved()
+    main = Source("", config.need_data(), config.workdir, options.split, lance_root=config.lance_root).resolved()
     extras = [Source(e.name, e.data, e.workdir, e.split, e.validate_only).resolved() for e in options.extra]
-    provenance = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": asdict(main),
-                  "extras": [asdict(e) for e in extras],
-                  "training": [read_provenance(Workdir(Path(s.workdir)).training(s.split)) for s in [main, *extras]],
+    provenance = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": _described(main),
+                  "extras": [_described(e) for e in extras],
+                  "training": [read_provenance(s.work.training(s.split)) for s in [main, *extras]],
                   "num_workers": options.num_workers, "validate_on": options.validate_on}
     log_config("train", {**provenance, "out": out, "use_gpu": options.use_gpu, "ray": config.ray})
     if None in provenance["training"]:

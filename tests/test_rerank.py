@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -157,7 +158,7 @@ def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ra
     # A finished run tells the provenance its shards are keyed by; then recreate what a killed
     # run leaves behind: a few finished shards (made by the same worker) and no final run file.
     rerank(job_config(work, head_dir, "resumed", 4), progress=False)
-    shards_dir = work.root / "rankings" / ".test.resumed.shards"
+    shards_dir = Path(work.shards("test", "resumed"))
     assert not shards_dir.exists()  # cleared after a successful run
     store = ShardStore(shards_dir, read_provenance(work.rankings("test.resumed")))
     worker = RerankShard(str(head_dir), work.passages, work.queries, RerankSettings(), PruneSchedule(), store)

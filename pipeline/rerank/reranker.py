@@ -26,6 +26,7 @@ from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.retrieve import minmax
 from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
+from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE
@@ -174,9 +175,9 @@ def ad_hoc_candidates(passages: list[str], scores: dict[str, tuple[float, float]
 def _candidate_rows(work: Workdir) -> dict[str, tuple]:
     """Every query's candidate rows (and the table's k) across the workdir's candidates tables."""
     found: dict[str, tuple] = {}
-    for table in sorted((Path(work.candidates("x")).parent).glob("*.lance")):
-        provenance = read_provenance(str(table)) or {}
-        for query, rows in rows_by_query(read_ranked(str(table))).items():
+    for table in list_tables(work.all_candidates):
+        provenance = read_provenance(table) or {}
+        for query, rows in rows_by_query(read_ranked(table)).items():
             found.setdefault(query, (rows, provenance.get("k", 1000)))
     return found
 

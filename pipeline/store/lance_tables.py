@@ -7,7 +7,10 @@ table", or a job would silently start over or write beside it.
 
 from __future__ import annotations
 
+import re
+
 import lance
+import pyarrow.fs as pafs
 
 
 class TableError(OSError):
@@ -21,4 +24,26 @@ def open_table(uri: str) -> lance.LanceDataset | None:
     except (ValueError, FileNotFoundError, OSError) as err:
         if "was not found" in str(err) or isinstance(err, FileNotFoundError):
             return None
-        raise TableError(f"cannot open the Lance table at {uri}: {str(err).splitlines()[0][:300]}") from err
+        raise TableError(f"cannot open the Lance table at {uri}: {_reason(err)}") from err
+
+
+def _reason(err: Exception) -> str:
+    """One line: an object store's error code (NoSuchBucket, AccessDenied, ...) rather than its XML body."""
+    text = str(err)
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    if code:
+        return (f"the object store answered {code.group(1)}; check the bucket, the credentials and the endpoint "
+                "(AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or GCS / Azure equivalents)")
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def list_tables(directory: str) -> list[str]:
+    """URIs of the Lance tables (``*.lance``) directly under ``directory`` (a path or a URI), sorted."""
+    if "://" in directory:
+        fs, path = pafs.FileSystem.from_uri(directory)
+        scheme = directory.split("://", 1)[0]
+        prefix = f"{scheme}://"
+    else:
+        fs, path, prefix = pafs.LocalFileSystem(), directory, ""
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.Directory and i.path.endswith(".lance"))

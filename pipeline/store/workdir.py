@@ -55,11 +55,20 @@ class Workdir:
     def lexical(self) -> Path:
         return self.root / "lexical"
 
+    @property
+    def all_candidates(self) -> str:
+        """The directory holding every split's candidates table."""
+        return self._lance("candidates")
+
     def candidates(self, split: str) -> str:
-        return self._lance(f"candidates/{safe_name(split, 'split')}.lance")
+        return f"{self.all_candidates}/{safe_name(split, 'split')}.lance"
 
     def rankings(self, split: str) -> str:
         return self._lance(f"rankings/{safe_name(split, 'split')}.lance")
+
+    def shards(self, split: str, run: str) -> str:
+        """Finished rerank shards of a run in progress, beside the rankings (workers on any node write there)."""
+        return self._lance(f"rankings/.{safe_name(split, 'split')}.{safe_name(run, 'run name')}.shards")
 
     def training(self, split: str) -> str:
         return self._lance(f"training/{safe_name(split, 'split')}.lance")

@@ -35,11 +35,16 @@ class Source:
     workdir: str
     split: str
     validate_only: bool = False  # kept out of training; every query of it validates
+    lance_root: str | None = None  # where its Lance tables are, when not in the workdir (an object store)
 
     def resolved(self) -> "Source":
         """Absolute paths: Ray Train workers run in another working directory."""
         return Source(self.name, str(Path(self.data).resolve()), str(Path(self.workdir).resolve()), self.split,
-                      self.validate_only)
+                      self.validate_only, self.lance_root)
+
+    @property
+    def work(self) -> Workdir:
+        return Workdir(Path(self.workdir), self.lance_root)
 
 
 @dataclass
@@ -74,7 +79,7 @@ def _load_part(source: Source, depth: int) -> _Part:
 
     A validate-only source gives no training lists, and every mined query of it validates.
     """
-    work = Workdir(Path(source.workdir))
+    work = source.work
     table = read_ranked(work.training(source.split))
     if source.validate_only:
         held_ids = table["query_id"].to_pylist()
@@ -114,7 +119,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
                   validate_on: str = "all") -> TrainingData:
     """Training lists of every source, validation over every source's held-out queries (or, with
     ``validate_on="main"``, the main source's only), and the features."""
-    work = Workdir(Path(main.workdir))
+    work = main.work
     passages = EmbeddingCache(work.passages)
     meta = passages.metadata
     names = head_signals(settings)
@@ -135,7 +140,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         return TrainingData(part.lists, Validation(part.held, part.qrels), features, {**meta, "model": "encoder"})
     parts, features, group = {}, {}, {}
     for source in [main, *extras]:
-        source_work = Workdir(Path(source.workdir))
+        source_work = source.work
         other = EmbeddingCache(source_work.passages)
         if other.metadata["fingerprint"] != meta["fingerprint"]:
             raise CacheMismatchError(f"extra source {source.name!r} was embedded by another encoder "
