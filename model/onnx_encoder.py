@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from listcon.model.encoder import BatchEncoder, TextEncoder, pool
+from listcon.model.hash_encoder import HashEncoder
 from listcon.schemas import encoder_field
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,10 @@ def load_encoder(model: str | Path | None = None, *, backend: str = "torch", poo
                  normalize: bool = False, max_length: int | None = None, batch_size: int = 32,
                  device: str | torch.device | None = None, precision: str = "auto",
                  export_dir: str | Path | None = None) -> BatchEncoder:
-    """The encoder for ``backend``: :class:`TextEncoder` (torch, any device) or :class:`OnnxEncoder` (CPU)."""
+    """The encoder for ``backend``: :class:`TextEncoder` (torch, any device), :class:`OnnxEncoder` (CPU), or
+    :class:`HashEncoder` (no model: vectors from content hashes, for scale runs)."""
+    if backend == "hash":
+        return HashEncoder(max_length=max_length, batch_size=batch_size)
     if backend == "torch":
         return TextEncoder(model, pooling=pooling, normalize=normalize, max_length=max_length, device=device,
                            batch_size=batch_size, precision=precision)

@@ -145,6 +145,9 @@ workdir = "{work}"
 split = "test"
 {ray}
 
+[encoder]
+batch_size = 8
+
 [embed]
 concurrency = 2
 
@@ -172,9 +175,10 @@ RUNS = ["first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex", "listc
 
 
 def per_node(log: str, what: str) -> dict[str, int]:
+    """The first '<what> per node: {...}' the log reports (embed's passages come before the queries)."""
     found = re.findall(what + r" per node: (\{.*\})", log)
     assert found, f"no '{what} per node' line in the log"
-    return ast.literal_eval(found[-1])
+    return ast.literal_eval(found[0])
 
 
 def test_the_main_job_on_two_nodes_equals_the_local_run_and_survives_losing_a_node(two_nodes, tmp_path):

@@ -60,3 +60,16 @@ def test_packaged_minilm_matches_sentence_transformers():
     ref_unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     assert ours.shape == (len(texts), 384)
     assert (np.sum(unit * ref_unit, axis=1) >= 0.9999).all()
+
+
+def test_the_hash_encoder_gives_each_text_one_unit_vector_in_any_batch():
+    from listcon.model import load_encoder
+
+    encoder = load_encoder(backend="hash")
+    texts = ["alpha beta", "gamma", "alpha beta", "a much longer text than the others"]
+    vectors = encoder.encode(texts, batch_size=3)
+    assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+    assert np.array_equal(encoder.encode(texts[::-1], batch_size=1)[::-1], vectors)
+    info = encoder.info()
+    assert (info.model, info.backend) == ("hash", "hash") and info.fingerprint == load_encoder(backend="hash").fingerprint

@@ -29,7 +29,8 @@ class EncoderSettings:
     batch_size: int | None = option(None, "texts per encoder batch (default: 64 on CPU, 256 on a GPU)")
     precision: str = choice("auto", PRECISIONS, "encoder arithmetic: auto is bf16 autocast on CUDA, fp32 on CPU")
     backend: str = choice("torch", BACKENDS, "torch; onnx (ONNX Runtime on CPU, same vectors, faster); "
-                          "onnx-int8 (int8 weights, faster still, vectors within ~0.005 cosine)")
+                          "onnx-int8 (int8 weights, faster still, vectors within ~0.005 cosine); "
+                          "hash (no model: vectors from content hashes, for scale benchmarks only)")
     export_dir: str | None = option(None, "where ONNX exports are cached (default: W/encoders)")
 
     def __post_init__(self) -> None:

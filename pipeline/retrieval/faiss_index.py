@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,14 @@ def build(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
         index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.add(x)
     return index
+
+
+def stored_vectors(index: faiss.Index, spec: IndexSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """Positions -> the index's own copies of those vectors (``prepare``d, exact: every kind here is
+    uncompressed), so exact dense scores need no read from the embedding table."""
+    if spec.kind == "ivf":
+        faiss.extract_index_ivf(index).make_direct_map()
+    return lambda positions: index.reconstruct_batch(np.asarray(positions, dtype=np.int64))
 
 
 def gpu_count() -> int:

@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalIndex
-from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
 from listcon.schemas import CANDIDATES, check_choices, choice, option
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,11 @@ def clamp_k(k: int, count: int) -> int:
     return k
 
 
-def dense_scores(query: np.ndarray, passages: np.ndarray, metric: str) -> np.ndarray:
-    """The dense signal: cosine (or inner product) of a query vector and passage vectors, float32."""
+def dense_scores(query: np.ndarray, passages: np.ndarray, metric: str, prepared: bool = False) -> np.ndarray:
+    """The dense signal: cosine (or inner product) of a query vector and passage vectors, float32
+    (``prepared``: the passages are already as the index holds them, see ``faiss_index.prepare``)."""
     q = faiss_index.prepare(query[None], metric)[0]
-    return faiss_index.prepare(passages, metric) @ q
+    return (passages if prepared else faiss_index.prepare(passages, metric)) @ q
 
 
 def minmax(values: np.ndarray) -> np.ndarray:
@@ -90,6 +92,8 @@ class FirstStage:
         self.k = clamp_k(options.k, len(passage_ids))
         self.searcher = faiss_index.for_search(index, spec, self.k)
         self.passage_ids = np.asarray(passage_ids, dtype=object)
+        self.rows = pd.Index(passage_ids)
+        self.stored = faiss_index.stored_vectors(index, spec)  # exact dense scores from memory, not table reads
         self.spec, self.lexical, self.passages, self.options = spec, lexical, passages, options
 
     def run(self, query_ids: list[str], query_texts: list[str],
@@ -130,8 +134,11 @@ class FirstStage:
         return f"hybrid-{self.options.fusion}" if method == "hybrid" else method
 
     def _signals(self, query_vector: np.ndarray, bm25: np.ndarray, pool: list[str], sides: Sides) -> dict[str, dict]:
-        vectors = self.passages.take(pool) if pool else np.zeros((0, len(query_vector)), np.float32)
-        dense = dense_scores(query_vector, vectors, self.spec.metric)
+        rows = self.rows.get_indexer(pool)
+        if (rows < 0).any():
+            raise MissingPassagesError(self.passages.uri, [p for p, r in zip(pool, rows) if r < 0])
+        vectors = self.stored(rows) if pool else np.zeros((0, len(query_vector)), np.float32)
+        dense = dense_scores(query_vector, vectors, self.spec.metric, prepared=True)
         lexical = np.array([bm25[self.lexical.position[p]] if p in self.lexical.position else 0.0 for p in pool],
                            dtype=np.float32)
         return {"dense_score": dict(zip(pool, dense.tolist())), "lexical_score": dict(zip(pool, lexical.tolist())),
