@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 log = logging.getLogger("listcon")
 
 # Ray and tokenizers only: whether the Hugging Face Hub may be reached is the user's call
 # (HF_HUB_OFFLINE); local model directories never touch it.
-QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -64,12 +66,16 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     """Start a quiet local Ray (or attach to ``address``); reuse one already started in-process.
 
     On a cluster, the job's workers get the driver's object-store settings (``storage_env``), so
-    actors on other nodes read and write the same ``lance_root`` with the same credentials.
+    actors on other nodes read and write the same ``lance_root`` with the same credentials. A
+    local Ray is the job's own: it requires a token only this process and its workers hold
+    (``private_ray_auth``), since Ray's servers listen on every interface.
     """
-    import ray
-
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if not address:
+        private_ray_auth()
+    import ray
+
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:
@@ -83,6 +89,21 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress_bars
     context.print_on_execution_start = False
+
+
+def private_ray_auth() -> bool:
+    """Token authentication for a Ray this job starts: a fresh random token in this process's
+    environment (inherited by the Ray processes it starts, written nowhere), unless the user
+    set token mode themselves. Ray reads the mode when it is imported, so this only takes
+    effect before the first ``import ray``; returns whether the job's Ray is protected."""
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        return True
+    if "ray" in sys.modules:
+        log.debug("ray was imported before listcon started it: its authentication mode is left as it is")
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return True
 
 
 def gpus_in_cluster() -> int:

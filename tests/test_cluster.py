@@ -195,7 +195,7 @@ def test_the_main_job_on_two_nodes_equals_the_local_run_and_survives_losing_a_no
 
     # lose the worker node mid-rerank: a one-line failure (or Ray finishing it); restarted, a rerun resumes
     rerank = [LISTCON, "rerank", str(data), "--workdir", str(remote), "--ray-address", two_nodes.address, "--split",
-              "test", "--model-dir", str(remote / "head"), "--run-name", "lost", "--workers", "2", "--shard-size", "2",
+              "test", "--model-dir", str(remote / "head"), "--run-name", "lost", "--workers", "2", "--shard-size", "4",
               "--no-progress"]
     proc = subprocess.Popen(rerank, env=ENV, stderr=subprocess.PIPE, text=True)
     shards = remote / "rankings" / ".test.lost.shards"
