@@ -227,3 +227,20 @@ def test_an_index_does_not_cover_a_rebuilt_table_with_the_same_version():
     assert manifest.covers(3, {"fingerprint": "a", "pooling": "mean"})
     assert not manifest.covers(3, {"fingerprint": "a", "pooling": "cls"})
     assert not manifest.covers(4, {"fingerprint": "a", "pooling": "mean"})
+
+
+def test_a_ranked_list_streamed_in_pieces_lands_in_one_commit(tmp_path, monkeypatch):
+    import lance
+
+    from listcon.pipeline.store import ranked_lists
+    from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, write_ranked
+
+    monkeypatch.setattr(ranked_lists, "FRAGMENT_ROWS", 3)
+    uri = str(tmp_path / "c.lance")
+    table = pa.table({"query_id": ["a"] * 5 + ["b"] * 4, "rank": [*range(1, 6), *range(1, 5)]})
+    first = write_ranked(pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2)), uri, {"v": 1})
+    assert read_ranked(uri).equals(table) and read_provenance(uri) == {"v": 1}
+    assert len(lance.dataset(uri).get_fragments()) == 3  # a data file per piece of >= 3 rows: 2+2, 2+2, 1
+    second = write_ranked(table.slice(0, 4), uri, {"v": 2})
+    assert second == first + 1  # the whole new list is one version; the old one stays readable as it was
+    assert lance.dataset(uri, version=first).to_table().equals(table) and read_ranked(uri).equals(table.slice(0, 4))

@@ -32,20 +32,40 @@ def read_provenance(uri: str) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+# Rows per batch of data files: the writer's buffers are released between batches, so writing
+# 50 million rows takes the memory of writing a quarter million (one commit at the end either way).
+FRAGMENT_ROWS = 1 << 18
+
+
 def write_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: dict) -> int:
     """Write (or overwrite, as one new version) the ranked list at ``uri``; returns the version.
 
-    ``data`` may be a stream: it is written batch by batch and committed once at the end.
+    ``data`` may be a stream: its data files are written as it comes (``FRAGMENT_ROWS`` rows at a
+    time) and committed once at the end, so a reader sees the old table or the whole new one.
     """
     meta = dict(data.schema.metadata or {})
     meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True).encode()
     schema = data.schema.with_metadata(meta)
-    if isinstance(data, pa.Table):
-        data = data.replace_schema_metadata(meta)
-    else:
-        data = pa.RecordBatchReader.from_batches(schema, (b.replace_schema_metadata(meta) for b in data))
-    mode = "overwrite" if read_provenance(uri) is not None else "create"
-    return lance.write_dataset(data, uri, schema=schema, mode=mode).version
+    current = open_table(uri)
+    if current is None:  # an empty table without provenance (no step takes it for done) for the files to go to
+        bare = schema.with_metadata({k: v for k, v in meta.items() if k != PROVENANCE_KEY})
+        current = lance.write_dataset(bare.empty_table(), uri, schema=bare)
+    batches = iter(data.to_batches() if isinstance(data, pa.Table) else data)
+    fragments = []
+    while (first := next(batches, None)) is not None:
+        part = pa.RecordBatchReader.from_batches(schema, _up_to(FRAGMENT_ROWS, first, batches))
+        fragments += lance.fragment.write_fragments(part, uri, schema=schema)
+    operation = lance.LanceOperation.Overwrite(schema, fragments)
+    return lance.LanceDataset.commit(uri, operation, read_version=current.version).version
+
+
+def _up_to(rows: int, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``first`` and then batches of ``rest`` until ``rows`` rows have passed (the rest stays unread)."""
+    yield first
+    count = first.num_rows
+    while count < rows and (batch := next(rest, None)) is not None:
+        yield batch
+        count += batch.num_rows
 
 
 def read_ranked(uri: str) -> pa.Table:
