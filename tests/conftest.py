@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,52 @@ def data_dir(name: str) -> Path:
     if not (path / "corpus.jsonl").is_file():
         pytest.skip(f"{path} is not available")
     return path
+
+
+ADI_JOB = """
+data = "{data}"
+workdir = "{work}"
+split = "test"
+{top}
+[retrieve]
+k = 50
+
+[train]
+split = "test"
+k = 50
+out = "{work}/head"
+{train}
+[train.mining]
+holdout_fraction = 0.3
+
+[train.settings]
+epochs = 2
+head = {{ first_stage_prior = true, hidden_size = 64, num_heads = 4, ffn_size = 128 }}
+
+[rerank]
+depths = [20]
+{rerank}"""
+
+
+def adi_job(work: Path | str, top: str = "", train: str = "", rerank: str = "") -> str:
+    """The main job's config on adi (train on its test split, a small head), for end-to-end tests;
+    ``top`` adds top-level keys and sections, ``train`` and ``rerank`` keys of those sections."""
+    return ADI_JOB.format(data=data_dir("adi"), work=work, top=top, train=train, rerank=rerank)
+
+
+def kill_when(argv: list[str], ready: Callable[[], bool], env: dict, timeout: float = 300) -> bool:
+    """Start ``argv`` in its own process group; SIGKILL the group once ``ready()``; False if it ended first."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.05)
+    proc.wait()
+    return False
 
 
 @pytest.fixture(scope="session")

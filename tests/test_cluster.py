@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import data_dir
+from conftest import adi_job, data_dir
 from listcon.pipeline.store.ranked_lists import read_trec
 from listcon.pipeline.store.workdir import Workdir
 
@@ -139,38 +139,6 @@ def test_a_request_no_node_can_host_fails_fast(two_nodes, tmp_path):
     assert "Traceback" not in out.stderr
 
 
-CONFIG = """
-data = "{data}"
-workdir = "{work}"
-split = "test"
-{ray}
-
-[encoder]
-batch_size = 8
-
-[embed]
-concurrency = 2
-
-[retrieve]
-k = 50
-
-[train]
-split = "test"
-k = 50
-num_workers = 2
-out = "{work}/head"
-
-[train.mining]
-holdout_fraction = 0.3
-
-[train.settings]
-epochs = 2
-head = {{ first_stage_prior = true, hidden_size = 64, num_heads = 4, ffn_size = 128 }}
-
-[rerank]
-workers = 2
-shard_size = 4
-"""
 RUNS = ["first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex", "listcon"]
 
 
@@ -184,8 +152,10 @@ def per_node(log: str, what: str) -> dict[str, int]:
 def test_the_main_job_on_two_nodes_equals_the_local_run_and_survives_losing_a_node(two_nodes, tmp_path):
     data = data_dir("adi")
     local, remote = tmp_path / "local", tmp_path / "remote"
-    for work, ray in ((local, ""), (remote, f'[ray]\naddress = "{two_nodes.address}"')):
-        (tmp_path / f"{work.name}.toml").write_text(CONFIG.format(data=data, work=work, ray=ray))
+    spread = "[encoder]\nbatch_size = 8\n\n[embed]\nconcurrency = 2\n"  # blocks for both encoder actors
+    for work, ray in ((local, ""), (remote, f'[ray]\naddress = "{two_nodes.address}"\n')):
+        (tmp_path / f"{work.name}.toml").write_text(
+            adi_job(work, top=ray + spread, train="num_workers = 2", rerank="workers = 2\nshard_size = 4"))
     listcon("run", str(tmp_path / "local.toml"), "--no-progress")
     log = listcon("run", str(tmp_path / "remote.toml"), "--no-progress")
     # both nodes did work, and the result is the single-node run's

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import data_dir
+from conftest import data_dir, kill_when
 from listcon.jobs.lock import LOCK_FILE
 from listcon.model import ListConRanker, ListConRankerConfig
 from listcon.pipeline.store.ranked_lists import read_trec
@@ -56,17 +55,7 @@ def copy(base: Path, to: Path) -> Path:
 
 def killed(args: list[str], ready, timeout: float = 300) -> bool:
     """Start the step; SIGKILL its process group once ``ready()``; False if it finished first."""
-    proc = subprocess.Popen([*CLI, *args, "--no-progress"], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if ready():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.05)
-    proc.wait()
-    return False
+    return kill_when([*CLI, *args, "--no-progress"], ready, ENV, timeout)
 
 
 def after(seconds: float):

@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 import lance
 import pytest
 
-from conftest import data_dir
+from conftest import adi_job, data_dir
 
 from listcon.jobs.cli import main
 from listcon.jobs.config import Config, TrainOptions
@@ -75,34 +75,9 @@ def test_mining_leaves_out_judged_passages_without_cached_features(adi_embedded,
     assert not set(gone) & {p for ids in lists["passage_ids"].to_pylist() for p in ids}
 
 
-CONFIG = """
-data = "{data}"
-workdir = "{work}"
-split = "test"
-
-[retrieve]
-k = 50
-
-[train]
-split = "test"
-k = 50
-out = "{work}/head"
-
-[train.mining]
-holdout_fraction = 0.3
-
-[train.settings]
-epochs = 2
-head = {{ first_stage_prior = true, hidden_size = 64, num_heads = 4, ffn_size = 128 }}
-
-[rerank]
-depths = [20]
-"""
-
-
 def test_run_config_end_to_end_then_a_rerun_changes_nothing(adi_work, ray_session, tmp_path, caplog):
     config = tmp_path / "adi.toml"
-    config.write_text(CONFIG.format(data=data_dir("adi"), work=adi_work))
+    config.write_text(adi_job(adi_work))
     assert main(["run", str(config)]) == 0
     work = Workdir(adi_work)
     metrics = json.loads((work.reports("test") / "metrics.json").read_text())

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import data_dir
+from conftest import adi_job, data_dir, kill_when
 from listcon.pipeline.store.lance_tables import TableError, list_tables, open_table
 from listcon.pipeline.store.ranked_lists import read_trec
 from listcon.pipeline.store.shards import ShardStore
@@ -122,31 +122,6 @@ def test_shards_and_table_listings_live_on_the_store(s3_env):
     assert list_tables(f"s3://{BUCKET}/listing/none") == []
 
 
-CONFIG = """
-data = "{data}"
-workdir = "{work}"
-{lance_root}
-split = "test"
-
-[retrieve]
-k = 50
-
-[train]
-split = "test"
-k = 50
-out = "{work}/head"
-
-[train.mining]
-holdout_fraction = 0.3
-
-[train.settings]
-epochs = 2
-head = {{ first_stage_prior = true, hidden_size = 64, num_heads = 4, ffn_size = 128 }}
-
-[rerank]
-depths = [20]
-shard_size = 4
-"""
 RUNS = ["first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex", "listcon", "listcon-top20"]
 TABLES = ["passages.lance", "queries.lance", "texts.lance", "candidates/test.lance", "rankings/test.lance",
           "training/test.lance"]
@@ -159,19 +134,8 @@ def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return out
 
 
-def killed(args: list[str], env: dict, ready, timeout: float = 600) -> bool:
-    """Start a step; SIGKILL its process group once ``ready()``; False if it finished first."""
-    proc = subprocess.Popen([str(BIN / "listcon"), *args, "--no-progress"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if ready():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.05)
-    proc.wait()
-    return False
+def killed(args: list[str], env: dict, ready) -> bool:
+    return kill_when([str(BIN / "listcon"), *args, "--no-progress"], ready, env, timeout=600)
 
 
 def keys(s3: dict, prefix: str) -> list[str]:
@@ -195,7 +159,7 @@ def test_the_main_job_on_the_object_store_equals_the_local_run(s3, tmp_path, mon
     local, remote = tmp_path / "local", tmp_path / "remote"
     root = f"s3://{BUCKET}/main-job"
     for work, lance_root in ((local, ""), (remote, f'lance_root = "{root}"')):
-        (tmp_path / f"{work.name}.toml").write_text(CONFIG.format(data=data, work=work, lance_root=lance_root))
+        (tmp_path / f"{work.name}.toml").write_text(adi_job(work, top=lance_root, rerank="shard_size = 4"))
         cli(["run", str(tmp_path / f"{work.name}.toml")], env)
     for name in RUNS:
         assert read_trec(Workdir(remote).run("test", name)) == read_trec(Workdir(local).run("test", name)), name
