@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -122,11 +123,15 @@ def main() -> None:
     parser.add_argument("--rerank", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--root", type=Path, default=ROOT / "work" / "scale", help="data and workdir (not in git)")
+    parser.add_argument("--keep-workdir", action="store_true",
+                        help="reuse the workdir (steps with nothing new to do then measure a no-op)")
     args = parser.parse_args()
     QUERY_SETS[:] = sorted({*args.queries, *args.rerank})
     data, work = args.root / f"data-{args.passages}", args.root / f"work-{args.passages}"
     started = time.perf_counter()
     make_collection(data, args.passages, max(QUERY_SETS))
+    if not args.keep_workdir:
+        shutil.rmtree(work, ignore_errors=True)  # every step does its whole work
     print(f"synthetic collection: {args.passages} passages, {max(QUERY_SETS)} queries "
           f"({time.perf_counter() - started:.0f} s); vectors from the hash backend (content hashes, no model)", flush=True)
     on = ["--workdir", str(work)]
