@@ -47,6 +47,9 @@ def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> Encode
         log.info("encoder actors: %d x (%s CPU, %s GPU) on %s; nodes: %s", concurrency, cpus, gpus_per_actor,
                  device, describe(nodes))
         # One block per encoder batch, so results (and the progress bar) arrive batch by batch.
+        # Every actor loaded before any block flows, so the work spreads over all of them (a pool
+        # that fits was checked above, so this waits for model loading, not for resources).
+        ray_module.data.DataContext.get_current().wait_for_min_actors_s = 600
         size = settings.batch_for(device)
         blocks = [work.slice(i, size) for i in range(0, work.num_rows, size)]
         dataset = ray_module.data.from_arrow(blocks).map_batches(

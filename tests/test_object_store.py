@@ -173,14 +173,17 @@ def test_the_main_job_on_the_object_store_equals_the_local_run(s3, tmp_path, mon
     cli(["run", str(tmp_path / "remote.toml")], env)  # nothing new: nothing written
     assert [lance.dataset(f"{root}/{t}").version for t in TABLES] == versions
 
-    # SIGKILL mid-embed (after the first of several commits), then resume
-    fresh = f"s3://{BUCKET}/killed"
-    embed = ["embed", str(data), "--workdir", str(tmp_path / "killed"), "--lance-root", fresh, "--chunk-rows", "16"]
-    assert killed(embed, env, lambda: any("/_versions/" in k for k in keys(s3, "killed/passages.lance/")))
+    # SIGKILL mid-embed (after the first of 6 commits; batches of 8 texts, so commits come apart),
+    # then resume: the vectors of an uninterrupted run with the same flags
+    fresh, whole = f"s3://{BUCKET}/killed", f"s3://{BUCKET}/whole"
+    embed = ["embed", str(data), "--workdir", str(tmp_path / "killed"), "--chunk-rows", "16", "--batch-size", "8"]
+    assert killed([*embed, "--lance-root", fresh], env,
+                  lambda: any("/_versions/" in k for k in keys(s3, "killed/passages.lance/")))
     assert 0 < lance.dataset(f"{fresh}/passages.lance").count_rows() < 82
-    cli(embed, env)
-    got, want = vectors(f"{fresh}/passages.lance"), vectors(f"{root}/passages.lance")
-    assert got[0] == want[0] and np.allclose(got[1], want[1], atol=1e-6)
+    cli([*embed, "--lance-root", fresh], env)
+    cli([*embed, "--workdir", str(tmp_path / "whole"), "--lance-root", whole], env)
+    got, want = vectors(f"{fresh}/passages.lance"), vectors(f"{whole}/passages.lance")
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
 
     # SIGKILL mid-rerank (after some shards reached the store), then resume
     rerank = ["rerank", str(data), "--workdir", str(remote), "--lance-root", root, "--split", "test",
