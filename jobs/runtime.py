@@ -79,8 +79,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:
-            if storage_env():
-                kwargs["runtime_env"] = {"env_vars": storage_env()}
+            if env := storage_env():
+                kwargs["runtime_env"] = {"env_vars": env}
             ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
@@ -91,19 +91,18 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     context.print_on_execution_start = False
 
 
-def private_ray_auth() -> bool:
+def private_ray_auth() -> None:
     """Token authentication for a Ray this job starts: a fresh random token in this process's
     environment (inherited by the Ray processes it starts, written nowhere), unless the user
     set token mode themselves. Ray reads the mode when it is imported, so this only takes
-    effect before the first ``import ray``; returns whether the job's Ray is protected."""
+    effect before the first ``import ray``."""
     if os.environ.get("RAY_AUTH_MODE") == "token":
-        return True
+        return
     if "ray" in sys.modules:
         log.debug("ray was imported before listcon started it: its authentication mode is left as it is")
-        return False
+        return
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    return True
 
 
 def gpus_in_cluster() -> int:

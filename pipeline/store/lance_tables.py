@@ -37,13 +37,17 @@ def _reason(err: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for a local path or an object-store URI, and the path on it."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    local = pafs.LocalFileSystem()
+    return local, local.normalize_path(uri)
+
+
 def list_tables(directory: str) -> list[str]:
     """URIs of the Lance tables (``*.lance``) directly under ``directory`` (a path or a URI), sorted."""
-    if "://" in directory:
-        fs, path = pafs.FileSystem.from_uri(directory)
-        scheme = directory.split("://", 1)[0]
-        prefix = f"{scheme}://"
-    else:
-        fs, path, prefix = pafs.LocalFileSystem(), directory, ""
+    fs, path = filesystem(directory)
+    prefix = directory.split("://", 1)[0] + "://" if "://" in directory else ""
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.Directory and i.path.endswith(".lance"))

@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from listcon.pipeline.store.lance_tables import filesystem
+
 
 class ShardStore:
     """Finished shards of one job, keyed by ``provenance``, under ``root`` (a path or a URI)."""
@@ -31,10 +33,7 @@ class ShardStore:
     @cached_property
     def _location(self) -> tuple[pafs.FileSystem, str, str]:
         """(filesystem, this directory's path on it, the root's path on it)."""
-        if "://" in self.uri:
-            fs, path = pafs.FileSystem.from_uri(self.uri)
-        else:
-            fs, path = pafs.LocalFileSystem(), pafs.LocalFileSystem().normalize_path(self.uri)
+        fs, path = filesystem(self.uri)
         return fs, path, path.rsplit("/", 1)[0]
 
     def discard_others(self) -> None:
