@@ -69,12 +69,25 @@ def make_collection(path: Path, passages: int, queries: int, seed: int = 0) -> N
 QUERY_SETS: list[int] = []
 
 
+def _rss_parts(pid: int) -> dict[str, float]:
+    """RSS split as Linux reports it (KiB): private heap, mapped files, and shared memory (Ray's object
+    store pages a process touched count in its RSS but belong to the store)."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile", "RssShmem"):
+                parts[name] = float(value.split()[0])
+    return parts
+
+
 class Sampler:
     """Peak RSS (MiB) of one process and, separately, of the Ray workers below it, every 0.2 s."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
         self.driver = self.workers = 0.0
+        self.split = {"RssAnon": 0.0, "RssFile": 0.0, "RssShmem": 0.0}  # the driver's peak of each part
         self.running = True
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -83,6 +96,8 @@ class Sampler:
         while self.running:
             try:
                 self.driver = max(self.driver, self.process.memory_info().rss / 2**20)
+                for part, kib in _rss_parts(self.process.pid).items():
+                    self.split[part] = max(self.split[part], kib / 1024)
                 total = 0.0
                 for child in self.process.children(recursive=True):
                     try:
@@ -111,7 +126,8 @@ def step(name: str, args: list[str], rows: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{err[-3000:]}")
     row = {"step": name, "rows": rows, "seconds": round(time.perf_counter() - started, 1),
-           "driver_peak_mib": round(sampler.driver), "workers_peak_mib": round(sampler.workers)}
+           "driver_peak_mib": round(sampler.driver), "workers_peak_mib": round(sampler.workers),
+           **{f"driver_{part[3:].lower()}_mib": round(v) for part, v in sampler.split.items()}}
     print(row, flush=True)
     return row
 

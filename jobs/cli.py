@@ -32,7 +32,7 @@ from listcon.jobs.config import (
     load_config,
     read_toml,
 )
-from listcon.jobs.runtime import setup_logging
+from listcon.jobs.runtime import bound_heap, setup_logging
 from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     setup_logging(verbose)
+    bound_heap()  # the process is the job's own: its resident memory should follow what it holds
     try:
         if args.command == "data":
             from listcon.pipeline.data.download import download_beir

@@ -15,7 +15,7 @@ import pyarrow as pa
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.embed_job import ray_encoder
-from listcon.jobs.runtime import log_config
+from listcon.jobs.runtime import log_config, ray_running, release_freed_memory, stop_ray_started_since
 from listcon.pipeline.data.readers import judged_queries, read_corpus
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.encoding.embed import embed_texts
@@ -80,7 +80,9 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     external = None
     if options.from_run:
         external = read_run(options.from_run, set(query_ids), corpus.ids())
+    ray_was_running = ray_running()
     embed_texts(query_ids, query_texts, work.queries, settings, ray_encoder(config.ray), progress=progress, what="queries")
+    stop_ray_started_since(ray_was_running)  # retrieval itself needs no Ray
     query_cache = EmbeddingCache(work.queries)
 
     provenance = {"split": split, "k": min(k, manifest.count), "passages_version": passages.version,
@@ -106,6 +108,8 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
                 for name in COMPARISONS:
                     runs[name].write(comparisons[name])
                 yield from candidates.to_batches()
+                del candidates, comparisons
+                release_freed_memory()  # each batch frees what it allocated: keep resident memory flat
             # the runs land before the table commits its provenance: a kill in between makes a rerun redo both
             for run in runs.values():
                 run.commit()

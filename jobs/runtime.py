@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import logging
 import os
@@ -28,6 +31,38 @@ def setup_logging(verbose: bool = False) -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+# glibc's malloc gives each thread that contends for the heap an arena of its own (up to 8 per
+# core) and keeps what is freed there for reuse. A long step that frees as much as it allocates
+# (retrieval: a few MB of scores per query, a batch of tables per 256 queries, over Lance's and
+# FAISS's thread pools) then grows its resident memory with the work done, not with what it
+# holds: +25% over 5,000 queries, measured. Fewer arenas and handing freed pages back after each
+# batch keep it flat.
+HEAP_ARENAS = 2
+_M_ARENA_MAX = -8
+
+
+@functools.cache
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def bound_heap() -> None:
+    """Cap glibc malloc's arenas for this process (a no-op elsewhere); call before the work starts."""
+    if (libc := _libc()) is not None:
+        libc.mallopt(_M_ARENA_MAX, HEAP_ARENAS)
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    if (libc := _libc()) is not None:
+        libc.malloc_trim(0)
 
 
 def _quiet_loggers() -> None:
@@ -89,6 +124,19 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress_bars
     context.print_on_execution_start = False
+
+
+def ray_running() -> bool:
+    """Whether this process is connected to Ray (without importing it)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def stop_ray_started_since(was_running: bool) -> None:
+    """Stop the Ray a step started for a stretch of work that is over (a Ray that was already up, the
+    caller's or an earlier step's, is left alone). Its connection keeps buffers and object-store
+    pages in this process for as long as it is up."""
+    if not was_running and ray_running():
+        sys.modules["ray"].shutdown()
 
 
 def private_ray_auth() -> None:
