@@ -37,8 +37,8 @@ def setup_logging(verbose: bool = False) -> None:
 # core) and keeps what is freed there for reuse. A long step that frees as much as it allocates
 # (retrieval: a few MB of scores per query, a batch of tables per 256 queries, over Lance's and
 # FAISS's thread pools) then grows its resident memory with the work done, not with what it
-# holds: +25% over 5,000 queries, measured. Fewer arenas and handing freed pages back after each
-# batch keep it flat.
+# holds: 1,079 -> 1,273 MiB over 5,000 queries at 100k passages, measured. Fewer arenas and
+# handing freed pages back after each batch keep it flat.
 HEAP_ARENAS = 2
 _M_ARENA_MAX = -8
 
