@@ -37,8 +37,12 @@ def variants(head: ListConRankerConfig) -> dict[str, ListConRankerConfig]:
             "paper-faithful head (no signals, no prior)": ListConRankerConfig(),
             "signals in the prior only": replace(head, signal_input=False),
             "no cap on the learned part": replace(head, head_cap=None)}
-    for name in head.signals[1:]:  # the first signal anchors the prior; the others leave one at a time
-        rows[f"without {name}"] = replace(head, signals=tuple(s for s in head.signals if s != name))
+    for name in head.signals:  # each leaves in turn (and the anchor, if it weighs it)
+        anchor = {k: v for k, v in head.anchor.items() if k != name}
+        rest = tuple(s for s in head.signals if s != name)
+        if not rest or (head.anchor and not anchor):
+            continue  # the anchor's only signal: without it there is nothing to start from
+        rows[f"without {name}"] = replace(head, signals=rest, anchor=anchor)
     return rows
 
 

@@ -18,7 +18,7 @@ from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, rows_by_query, write_ranked
 from listcon.pipeline.training.mining import mine as mine_lists
-from listcon.schemas import to_dict
+from listcon.schemas import SIGNALS, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def mine(config: Config, split: str | None = None) -> MineResult:
     source = read_provenance(work.candidates(split))
     if source is None:
         raise FileNotFoundError(f"no candidates for split {split!r}; run `listcon retrieve --split {split}` first")
-    provenance = {"split": split, "candidates": source, "settings": to_dict(settings)}
+    # the signal set is part of what a list holds: a new signal means lists mined again
+    provenance = {"split": split, "candidates": source, "settings": to_dict(settings), "signals": list(SIGNALS)}
     uri = work.training(split)
     if read_provenance(uri) == provenance:
         log.info("mine: %s is up to date; nothing to do", uri)

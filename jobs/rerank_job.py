@@ -28,6 +28,7 @@ from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
 from listcon.pipeline.store.shards import ShardStore
+from listcon.pipeline.training.domain import learned_part_here
 from listcon.schemas import RANKINGS, to_dict
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,15 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
     queries = EmbeddingCache(work.queries)
     check_dim(head, EmbeddingCache(work.passages))  # here, not as a dead actor after Ray started
+    learned = learned_part_here(head, model_dir, work, settings.outside_domain)
     passages_version = EmbeddingCache(work.passages).version
     query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
     device = _worker_device(config, settings)
     # the arithmetic the rankings come from: CPU fp32 and GPU bf16 results are never mixed on resume
     arithmetic = {"device": torch.device(device).type,
                   "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
-    provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir), "arithmetic": arithmetic,
+    provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
+                  "learned_part": learned, "arithmetic": arithmetic,
                   "candidates": source, "passages_version": passages_version, "query_vectors": queries.digest(query_ids),
                   "settings": {k: v for k, v in to_dict(settings).items() if k not in PROVENANCE_EXCLUDES},
                   "schedule": to_dict(config.schedule)}
@@ -106,8 +109,8 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
             on = replace(settings, device=device)  # what Ray reserves, not what an actor happens to see
             log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
             actor = ray.remote(num_cpus=threads, num_gpus=gpus)(NodeRerankShard)
-            pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, on, config.schedule, store, threads)
-                              for _ in range(workers)])
+            pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, on, config.schedule, store, threads,
+                                           not learned) for _ in range(workers)])
         sizes: dict[int, int] = {}
 
         per_node: Counter[str] = Counter()

@@ -27,7 +27,8 @@ from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.training.checkpoints import CHECKPOINTS, latest_state
 from listcon.pipeline.training.data import Source, load_training
-from listcon.pipeline.training.loop import FitResult, TrainSettings, ddp_unused_parameters, fit
+from listcon.pipeline.training.domain import DOMAIN_FILE, corpus_digest, write_domain
+from listcon.pipeline.training.loop import FitResult, TrainSettings, ddp_unused_parameters, fit, learned_helps
 from listcon.schemas import build, to_dict
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,28 @@ def _described(source: Source) -> dict:
     return {k: v for k, v in asdict(source).items() if k != "lance_root" or v}
 
 
+def _anchored(settings) -> bool:
+    """Whether the trained head starts as its anchor (a prior, no init checkpoint): then it has a domain."""
+    head = settings.head
+    return not settings.init and settings.stage == 1 and bool(head.signals or head.first_stage_prior)
+
+
+def _record_domain(out: Path, result: FitResult, main: Source, extras: list[Source]) -> None:
+    """domain.json: for each validated collection, whether the best epoch beat the anchor there."""
+    helps = learned_helps(result.history, result.best_epoch)
+    scores = {r["epoch"]: r.get("val_by_collection") or {} for r in result.history}
+    corpora = {}
+    for source in [main, *extras]:
+        name = source.name or "main"
+        if name in helps:
+            corpora[corpus_digest(source.work)] = {"name": name, "learned_helps": helps[name],
+                                                   "anchor": scores[0][name],
+                                                   "head": scores.get(result.best_epoch, {}).get(name)}
+    write_domain(out, corpora)
+    log.info("train: the learned part helps on %s; elsewhere the head ranks by its anchor",
+             sorted(c["name"] for c in corpora.values() if c["learned_helps"]) or "no collection")
+
+
 @locked("train")
 def train(config: Config) -> TrainResult:
     """Train into the configured output directory (best checkpoint + checkpoints/ for resume)."""
@@ -142,6 +165,7 @@ def train(config: Config) -> TrainResult:
             log.info("train: %s already holds this training's result; nothing to do", out)
             return TrainResult(out, **{f.name: saved[f.name] for f in fields(FitResult)}, up_to_date=True)
     Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / DOMAIN_FILE).unlink(missing_ok=True)  # a previous training's verdicts say nothing of this one
     marker = Path(out) / "checkpoints" / "provenance.json"
     if marker.is_file() and json.loads(marker.read_text()) != provenance:
         log.warning("train: %s holds checkpoints of another configuration; starting over", out)
@@ -177,6 +201,8 @@ def train(config: Config) -> TrainResult:
             raise RuntimeError(f"Ray Train run {name} under {storage} reported no checkpoint")
         _take_checkpoint(finished.checkpoint, Path(out))
         result = FitResult.from_state(latest_state(Path(out)))
+    if _anchored(settings):
+        _record_domain(Path(out), result, main, extras)
     write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
     log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)
     return TrainResult(out, **asdict(result))

@@ -54,9 +54,13 @@ class ListConRankerConfig:
     # Not in the paper: per-candidate first-stage signals (listcon.schemas.SIGNALS) the head takes beside
     # the embeddings. They enter the Transformer input (so ListAttention compares them across the list;
     # signal_input=False keeps them in the prior only) and a learned prior w . signals + c + a*cos + b*head,
-    # initialised (w=4 on the first signal named, c=-2) so the untrained head ranks by that signal.
-    signals: tuple[str, ...] = option((), "first-stage signals the head takes (e.g. fused lexical dense), first one anchors the prior")
+    # initialised (w = 4 spread over the anchor's signals, c=-2) so the untrained head ranks by the anchor.
+    signals: tuple[str, ...] = option((), "first-stage signals the head takes (e.g. fused lexical dense)")
     signal_input: bool = option(True, "signals also enter the Transformer input, not only the prior")
+    # The fixed fusion the prior starts from, and what the head falls back to where its learned part is
+    # off (a corpus outside its domain): {signal: weight}; empty = the first signal alone.
+    anchor: dict[str, float] = option({}, "the prior's starting fusion, {signal: weight} (default: the first signal)",
+                                      flag=False)
     # Bound on the head's contribution to the logit: cap * tanh(b * head / cap), so the learned part can
     # reorder only candidates the prior scores within 2 * cap of each other (None: unbounded).
     head_cap: float | None = option(None, "bound on the learned part's logit (anchors the ranking to the prior)")
@@ -66,6 +70,10 @@ class ListConRankerConfig:
         unknown = [n for n in self.signals if n not in SIGNALS]
         if unknown or len(set(self.signals)) != len(self.signals):
             raise ValueError(f"signals must be distinct names from {SIGNALS}; got {list(self.signals)}")
+        if self.anchor and (not self.signals or set(self.anchor) - set(self.signals)
+                            or min(self.anchor.values()) < 0 or sum(self.anchor.values()) <= 0):
+            raise ValueError(f"anchor weighs signals the head takes ({list(self.signals)}) with non-negative weights "
+                             f"summing above 0; got {self.anchor}")
         if self.head_cap is not None and (self.head_cap <= 0 or not (self.first_stage_prior or self.signals)):
             raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals, "
                              f"and a positive value; got {self.head_cap}")
@@ -141,6 +149,7 @@ class ListConRanker(nn.Module):
     def __init__(self, config: ListConRankerConfig) -> None:
         super().__init__()
         self.config = config
+        self.learned_part = True  # False in an anchored() copy: the prior alone scores
         w = config.hidden_size
         self.linear_in_embedding = (
             nn.Linear(config.embed_dim, w) if config.embed_dim != w else nn.Identity()
@@ -155,14 +164,10 @@ class ListConRanker(nn.Module):
         branches = 2 if config.features == "fused" else 1
         self.score_out = nn.Linear(branches * w, 1)  # W1
         if config.first_stage_prior or config.signals:
-            # a (cosine), b (head logit); with signals the prior starts on the first signal instead of the cosine
-            self.prior = nn.Parameter(torch.tensor([0.0 if config.signals else 10.0, 0.0]))
+            # a (cosine), b (head logit); with signals the prior starts on the anchor instead of the cosine
+            self.prior = nn.Parameter(self.initial_prior()[0])
         if config.signals:
-            # w = 4 on the first signal and a bias of -2: signals normalised to [0, 1] start as logits in
-            # [-2, 2], where the sigmoid still has slope (a scale of 10 saturates it and stalls training).
-            weights = torch.zeros(len(config.signals) + 1)
-            weights[0], weights[-1] = 4.0, -2.0
-            self.signal_prior = nn.Parameter(weights)  # per-signal weights, then the bias
+            self.signal_prior = nn.Parameter(self.initial_prior()[1])  # per-signal weights, then the bias
             if config.signal_input:
                 self.signal_in = nn.Linear(len(config.signals), w)
                 nn.init.zeros_(self.signal_in.weight)
@@ -176,6 +181,9 @@ class ListConRanker(nn.Module):
         """
         _check_inputs(query, passages, mask, self.config.embed_dim)
         _check_signals(signals, passages, self.config.signals)
+        if not self.learned_part:  # anchored: the prior alone, no Transformer to run
+            return self._with_prior(torch.zeros(passages.shape[:2], dtype=passages.dtype, device=passages.device),
+                                    query, passages, mask, signals)
         batch, n, _ = passages.shape
         h = self.linear_in_embedding(torch.cat([query[:, None, :], passages], dim=1))  # [B, 1+N, W]
         if hasattr(self, "signal_in"):
@@ -197,6 +205,11 @@ class ListConRanker(nn.Module):
         # by the row count, which made a query's scores depend (by ulps) on what it was batched with.
         fused = torch.cat(branches, dim=-1)
         out = (fused * self.score_out.weight[0]).sum(dim=-1) + self.score_out.bias[0]
+        return self._with_prior(out, query, passages, mask, signals)
+
+    def _with_prior(self, out: torch.Tensor, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor,
+                    signals: torch.Tensor | None) -> torch.Tensor:
+        """The head's logit ``out`` combined with the prior (if any); padding set to 0."""
         if hasattr(self, "prior"):
             head = self.prior[1] * out
             if self.config.head_cap is not None:
@@ -206,6 +219,43 @@ class ListConRanker(nn.Module):
             if signals is not None:
                 out = out + (signals.to(out.dtype) * self.signal_prior[:-1]).sum(dim=-1) + self.signal_prior[-1]
         return out.masked_fill(~mask.bool(), 0.0)
+
+    def initial_prior(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prior's starting values: (a, b) and, with signals, the per-signal weights then the bias.
+
+        Signals are normalised to [0, 1]; the anchor's weights sum to 4 and the bias is -2, so the
+        untrained logits lie in [-2, 2], where the sigmoid still has slope (a scale of 10 saturates
+        it and stalls training). b = 0: the learned part starts silent.
+        """
+        config = self.config
+        prior = torch.tensor([0.0 if config.signals else 10.0, 0.0])
+        if not config.signals:
+            return prior, None
+        anchor = config.anchor or {config.signals[0]: 1.0}
+        total = sum(anchor.values())
+        weights = torch.zeros(len(config.signals) + 1)
+        for name, weight in anchor.items():
+            weights[config.signals.index(name)] = 4.0 * weight / total
+        weights[-1] = -2.0
+        return prior, weights
+
+    def anchored(self) -> "ListConRanker":
+        """A copy that scores by the anchor alone: the learned part off, the prior back at its start.
+
+        What a head falls back to on a corpus outside its domain, where nothing showed that what it
+        learned transfers: it then ranks exactly like the fixed first-stage fusion it was anchored to.
+        """
+        if not hasattr(self, "prior"):
+            raise ValueError("this head has no prior (no signals, no first_stage_prior): it has no anchor to fall back to")
+        copy = ListConRanker(self.config).to(self.prior.device)
+        copy.load_state_dict(self.state_dict())
+        prior, weights = self.initial_prior()
+        with torch.no_grad():
+            copy.prior.copy_(prior)
+            if weights is not None:
+                copy.signal_prior.copy_(weights)
+        copy.learned_part = False
+        return copy.train(self.training)
 
     def forward(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor,
                 signals: torch.Tensor | None = None) -> torch.Tensor:

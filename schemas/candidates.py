@@ -22,8 +22,9 @@ CANDIDATES = pa.schema(
 SIGNAL_COLUMNS = ("dense_score", "dense_rank", "lexical_score", "lexical_rank", "external_score", "external_rank")
 # Per-candidate signals a listwise head may take, in this order (see listcon.pipeline.retrieval.signals):
 # dense cosine; BM25 / the query's best BM25; 1/log2(1 + rank) of each side; the candidate source's
-# score min-max normalised over the query's candidates; an external run's score, normalised the same way.
-SIGNALS = ("dense", "lexical", "dense_rank", "lexical_rank", "fused", "external")
+# score min-max normalised over the query's candidates; an external run's score, normalised the same way;
+# reciprocal-rank fusion (k=60) of the two sides' ranks, scaled so a passage both sides rank first has 1.
+SIGNALS = ("dense", "lexical", "dense_rank", "lexical_rank", "fused", "external", "rrf")
 
 RANKINGS = pa.schema(
     [

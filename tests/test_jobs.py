@@ -18,7 +18,9 @@ from listcon.jobs.train_job import TrainResult, train
 from listcon.model import ListConRanker, ListConRankerConfig
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.workdir import Workdir
+from listcon.pipeline.training.domain import corpus_digest, read_domain
 from listcon.pipeline.training.loop import TrainSettings
 
 
@@ -82,6 +84,15 @@ def test_run_config_end_to_end_then_a_rerun_changes_nothing(adi_work, ray_sessio
     work = Workdir(adi_work)
     metrics = json.loads((work.reports("test") / "metrics.json").read_text())
     assert set(metrics["runs"]) == {"first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex"} | {"listcon", "listcon-top20"}
+    # the head records its domain: this corpus, and whether its best epoch beat the anchor on it;
+    # the rerank applied the learned part exactly when it did
+    result = json.loads((adi_work / "head" / "train_result.json").read_text())
+    by_epoch = {r["epoch"]: r["val_by_collection"]["main"] for r in result["history"]}
+    domain = read_domain(adi_work / "head")
+    assert list(domain) == [corpus_digest(work)] and domain[corpus_digest(work)]["name"] == "main"
+    helps = result["best_epoch"] > 0 and by_epoch[result["best_epoch"]] > by_epoch[0]
+    assert domain[corpus_digest(work)]["learned_helps"] is helps
+    assert read_provenance(work.rankings("test"))["learned_part"] is helps
     tables = [work.passages, work.queries, work.candidates("test"), work.rankings("test"), work.training("test")]
     versions = [lance.dataset(t).version for t in tables]
     with caplog.at_level(logging.INFO):

@@ -244,3 +244,7 @@ def test_a_ranked_list_streamed_in_pieces_lands_in_one_commit(tmp_path, monkeypa
     second = write_ranked(table.slice(0, 4), uri, {"v": 2})
     assert second == first + 1  # the whole new list is one version; the old one stays readable as it was
     assert lance.dataset(uri, version=first).to_table().equals(table) and read_ranked(uri).equals(table.slice(0, 4))
+    # a new version may change the schema (lists mined again with one more signal): still one commit
+    wider = pa.table({"query_id": ["a"], "signals": pa.array([[[1.0, 2.0, 3.0]]], pa.list_(pa.list_(pa.float32(), 3)))})
+    third = write_ranked(wider, uri, {"v": 3})
+    assert third == second + 1 and read_ranked(uri).equals(wider) and read_provenance(uri) == {"v": 3}

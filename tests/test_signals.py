@@ -180,3 +180,72 @@ def test_the_notebook_reranker_takes_a_signal_heads_signals_from_the_workdir(wor
     norm = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
     convex = 0.5 * norm(dense) + 0.5 * norm(bm25)
     assert got["docno"].tolist() == [ids[i] for i in np.argsort(-convex, kind="stable")]
+
+
+def test_the_rrf_signal_is_reciprocal_rank_fusion_of_both_sides_by_hand(work):
+    k = read_provenance(work.candidates("test"))["k"]
+    for table in list(rows_by_query(read_ranked(work.candidates("test"))).values())[:5]:
+        rows = table.to_pylist()
+        matrix = QuerySignals(table, k).matrix([r["passage_id"] for r in rows])
+        for row, vector in zip(rows, matrix):
+            by_hand = sum(1 / (60 + r) for r in (row["dense_rank"], row["lexical_rank"]) if r <= k) * 61 / 2
+            assert vector[SIGNALS.index("rrf")] == pytest.approx(by_hand, rel=1e-6)
+        assert any(r["dense_rank"] > k or r["lexical_rank"] > k for r in rows)  # one side's miss counts 0
+
+
+def _anchor_order(lists, weights: dict[str, float]) -> dict[str, list[str]]:
+    fused = lambda m: sum(w * m[:, SIGNALS.index(n)].astype(np.float64) for n, w in weights.items())  # noqa: E731
+    return {q: [p for p, _ in sorted(zip(ids, fused(m)), key=lambda x: -x[1])] for q, ids, m in lists}
+
+
+ANCHORED = dict(hidden_size=64, num_heads=4, ffn_size=128, signals=("fused", "rrf", "lexical", "dense"),
+                anchor={"fused": 1.0, "rrf": 0.5}, head_cap=2.0)
+
+
+def _trained_looking(seed: int) -> ListConRanker:
+    """A signal head whose every weight has moved (as after training): its ranking leaves the anchor's."""
+    torch.manual_seed(seed)
+    head = ListConRanker(ListConRankerConfig(**ANCHORED))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return head.eval()
+
+
+def test_an_anchored_head_ranks_exactly_like_its_anchor_fusion(work):
+    lists = signal_lists(work)
+    expected = _anchor_order(lists, ANCHORED["anchor"])
+    head = _trained_looking(1)
+    for model, same in ((ListConRanker(ListConRankerConfig(**ANCHORED)), True), (head.anchored(), True), (head, False)):
+        table = cached_reranker(work, model).rerank(lists)
+        ranked = {q: rows["passage_id"].to_pylist()[:10] for q, rows in rows_by_query(table).items()}
+        assert (sum(ranked[q] == expected[q][:10] for q in ranked) == len(ranked)) is same
+    assert torch.equal(head.anchored().score_out.weight, head.score_out.weight)  # a copy: only the prior is reset
+    with pytest.raises(ValueError, match=r"anchor weighs signals the head takes .* got \{'external': 1.0\}"):
+        ListConRankerConfig(signals=("fused",), anchor={"external": 1.0})
+
+
+@pytest.mark.parametrize("verdict, flags, learned", [
+    ("other corpus", [], False),                  # a corpus nobody validated: the anchor ranks
+    ("other corpus", ["--outside-domain", "head"], True),
+    ("helps here", [], True),                     # validated, and the learned part beat the anchor here
+    ("hurts here", [], False),                    # validated, and it did not: the anchor ranks
+])
+def test_outside_its_domain_a_head_ranks_by_its_anchor(work, tmp_path, caplog, verdict, flags, learned):
+    from listcon.pipeline.training.domain import corpus_digest, write_domain
+
+    head = _trained_looking(2)
+    head.save_pretrained(tmp_path / "head")
+    digest = corpus_digest(work) if verdict != "other corpus" else "0" * 64
+    write_domain(tmp_path / "head", {digest: {"name": "adi", "learned_helps": verdict == "helps here",
+                                              "anchor": 0.5, "head": 0.6}})
+    run = f"domain-{len(flags)}-{verdict.replace(' ', '-')}"
+    with caplog.at_level(logging.WARNING):
+        assert main(["rerank", str(data_dir("adi")), "--workdir", str(work.root), "--model-dir", str(tmp_path / "head"),
+                     "--run-name", run, "--no-progress", *flags]) == 0
+    lists = signal_lists(work)
+    expected = cached_reranker(work, head if learned else head.anchored()).rerank(lists)
+    got = read_ranked(work.rankings(f"test.{run}"))
+    assert got["passage_id"].to_pylist() == expected["passage_id"].to_pylist()
+    assert read_provenance(work.rankings(f"test.{run}"))["learned_part"] is learned
+    assert ("outside the head's domain" in caplog.text) is (verdict != "helps here")

@@ -15,7 +15,7 @@ from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.training.mining import MiningSettings, mine
 from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation
-from listcon.pipeline.training.loop import TrainSettings, fit
+from listcon.pipeline.training.loop import TrainSettings, fit, gated, learned_helps
 from listcon.schemas import CANDIDATES, QRELS, TRAINING_LISTS
 
 HEAD = ListConRankerConfig(hidden_size=16, num_heads=2, ffn_size=32, num_layers=1)
@@ -193,3 +193,17 @@ def test_a_run_that_never_beats_the_untrained_head_keeps_it(tmp_path):
     assert result.best_epoch == 0 and [h["epoch"] for h in result.history] == [0, 1, 2]
     assert len({h["val_ndcg@10"] for h in result.history}) == 1
     assert ListConRanker.from_pretrained(tmp_path / "out").config.hidden_size == 16
+
+
+def test_the_learned_part_is_kept_only_on_collections_where_it_beat_the_anchor():
+    history = [{"epoch": 0, "val_by_collection": {"main": 0.50, "cranfield": 0.40}},
+               {"epoch": 1, "val_by_collection": {"main": 0.60, "cranfield": 0.30}},
+               {"epoch": 2, "val_by_collection": {"main": 0.55, "cranfield": 0.45}}]
+    anchor = history[0]["val_by_collection"]
+    # an epoch counts, per collection, the better of the head and the anchor
+    assert gated(history[1]["val_by_collection"], anchor) == pytest.approx((0.60 + 0.40) / 2)
+    assert gated(history[2]["val_by_collection"], anchor) == pytest.approx((0.55 + 0.45) / 2)
+    assert gated(history[1]["val_by_collection"], None) == pytest.approx((0.60 + 0.30) / 2)
+    assert learned_helps(history, 1) == {"main": True, "cranfield": False}
+    assert learned_helps(history, 2) == {"main": True, "cranfield": True}
+    assert learned_helps(history, 0) == {"main": False, "cranfield": False}  # nothing learned was kept

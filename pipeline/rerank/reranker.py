@@ -30,6 +30,7 @@ from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE
+from listcon.pipeline.training.domain import learned_part_here
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
 
@@ -79,7 +80,10 @@ class Reranker:
             encoder = encoder_from_info({"pooling": "mean", "normalize": False, "max_length": None, **(info or {}),
                                          "model": str(encoder)}, device="cpu",
                                         export_dir=workdir.encoders if workdir is not None else None)
-        return cls(ListConRanker.from_pretrained(model_dir), workdir, encoder, settings, schedule, info)
+        head = ListConRanker.from_pretrained(model_dir)
+        if workdir is not None and not learned_part_here(head, model_dir, workdir, settings.outside_domain):
+            head = head.anchored()
+        return cls(head, workdir, encoder, settings, schedule, info)
 
     # -- texts ---------------------------------------------------------------------------
 

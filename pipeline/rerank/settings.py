@@ -18,6 +18,9 @@ class RerankSettings:
     skip_missing: bool = option(False, "skip candidates missing from the passage cache (counted) instead of failing")
     device: str | None = option(None, "torch device (default: cuda when available, else cpu)")
     precision: str = choice("auto", HEAD_PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU; int8: quantized head on CPU")
+    outside_domain: str = choice("anchor", ("anchor", "head"),
+                                 "on a corpus where training did not show the learned part helps: rank by the "
+                                 "head's anchor fusion, or apply the whole head anyway")
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -8,10 +8,12 @@ a top-100 rerank and a 1,000-candidate rerank:
 - ``lexical``: BM25 divided by the query's best candidate BM25;
 - ``dense_rank`` / ``lexical_rank``: 1 / log2(1 + rank) in that side's top-k (k + 1 below it);
 - ``fused``: the candidate source's score, min-max normalised over the query's candidates;
-- ``external``: an external run's score, normalised the same way (NaN without one).
+- ``external``: an external run's score, normalised the same way (NaN without one);
+- ``rrf``: reciprocal-rank fusion (k=60) of the dense and lexical ranks in each side's top-k,
+  times (k + 1) / 2 so that a passage both sides rank first has 1 (a fixed fusion to anchor to).
 
 A passage outside the candidate list (a judged positive the first stage missed) gets its
-exact dense and BM25 scores, the below-top-k ranks, and ``fused`` / ``external`` 0.
+exact dense and BM25 scores, the below-top-k ranks, and ``fused`` / ``external`` / ``rrf`` 0.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ from listcon.schemas import SIGNALS
 
 def _discount(rank: np.ndarray) -> np.ndarray:
     return 1.0 / np.log2(1.0 + rank.astype(np.float64))
+
+
+RRF_K = 60
+
+
+def _rrf(dense_rank: np.ndarray, lexical_rank: np.ndarray, k: int) -> np.ndarray:
+    side = lambda rank: np.where(rank <= k, 1.0 / (RRF_K + rank), 0.0)  # noqa: E731
+    return (side(dense_rank) + side(lexical_rank)) * (RRF_K + 1) / 2
 
 
 def _minmax_params(values: np.ndarray) -> tuple[float, float]:
@@ -62,6 +72,7 @@ class QuerySignals:
         out[have, 4] = (self.fused[r] - low) / span if span > 0 else 1.0
         low, span = self.external_params
         out[have, 5] = (self.external[r] - low) / span if span > 0 else np.where(np.isnan(self.external[r]), np.nan, 1.0)
+        out[have, 6] = _rrf(self.dense_rank[r], self.lexical_rank[r], self.k)
         missing = [i for i in np.flatnonzero(~have)]
         if missing:
             if exact is None or any(passage_ids[i] not in exact for i in missing):
@@ -71,7 +82,7 @@ class QuerySignals:
             for i in missing:
                 dense, bm25 = exact[passage_ids[i]]
                 out[i] = [dense, bm25 / self.best_lexical, below, below, 0.0,
-                          0.0 if np.isfinite(self.external).any() else np.nan]
+                          0.0 if np.isfinite(self.external).any() else np.nan, 0.0]
         return out.astype(np.float32)
 
 

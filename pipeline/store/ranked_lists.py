@@ -54,7 +54,8 @@ def write_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: di
     fragments = []
     while (first := next(batches, None)) is not None:
         part = pa.RecordBatchReader.from_batches(schema, _up_to(FRAGMENT_ROWS, first, batches))
-        fragments += lance.fragment.write_fragments(part, uri, schema=schema)
+        # "overwrite": the new version may change the schema (e.g. lists mined with one more signal)
+        fragments += lance.fragment.write_fragments(part, uri, schema=schema, mode="overwrite")
     operation = lance.LanceOperation.Overwrite(schema, fragments)
     return lance.LanceDataset.commit(uri, operation, read_version=current.version).version
 

@@ -117,18 +117,40 @@ def rank_lists(scorer: ListScorer, features, lists: list[tuple[str, list[str]]],
     return run
 
 
-def validate(scorer: ListScorer, features, validation: Validation, depth: int) -> float:
-    """nDCG@10 of reranking the held-out queries' top-``depth`` candidates; with groups, the mean over collections."""
+def validate_by_collection(scorer: ListScorer, features, validation: Validation, depth: int) -> dict[str, float]:
+    """nDCG@10 of reranking the held-out queries' top-``depth`` candidates, per collection
+    (``{"main": mean}`` without groups)."""
     run = rank_lists(scorer, features, validation.lists, depth)
     values = per_query(validation.qrels, run, ["nDCG@10"])["nDCG@10"]
     if not validation.group:
-        return aggregate({"nDCG@10": values})["nDCG@10"]
+        return {"main": aggregate({"nDCG@10": values})["nDCG@10"]}
     groups: dict[str, list[float]] = {}
     for query, value in values.items():
         groups.setdefault(validation.group.get(query, ""), []).append(value)
     means = {name: sum(v) / len(v) for name, v in groups.items()}
     log.info("validation nDCG@10 by collection: %s", {k: f"{v:.4f} ({len(groups[k])} q)" for k, v in means.items()})
+    return means
+
+
+def validate(scorer: ListScorer, features, validation: Validation, depth: int) -> float:
+    """The mean over collections of :func:`validate_by_collection` (each collection counts alike)."""
+    means = validate_by_collection(scorer, features, validation, depth)
     return sum(means.values()) / len(means)
+
+
+def gated(by_collection: dict[str, float], anchor: dict[str, float] | None) -> float:
+    """An epoch's validation score when the learned part is kept only where it helps: per collection
+    the better of the head and the anchor (epoch 0), averaged; without an anchor, the plain mean."""
+    if anchor is None:
+        return sum(by_collection.values()) / len(by_collection)
+    return sum(max(v, anchor[name]) for name, v in by_collection.items()) / len(by_collection)
+
+
+def learned_helps(history: list[dict], best_epoch: int) -> dict[str, bool]:
+    """Per validated collection: did the best epoch's head beat the anchor (epoch 0) there?"""
+    by_epoch = {r["epoch"]: r.get("val_by_collection") or {} for r in history}
+    anchor, best = by_epoch.get(0, {}), by_epoch.get(best_epoch, {})
+    return {name: best_epoch > 0 and best.get(name, float("-inf")) > value for name, value in anchor.items()}
 
 
 def ddp_unused_parameters(settings: TrainSettings) -> bool:
@@ -175,13 +197,18 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
     trained = wrap(module)
     loss_fn = settings.loss_fn()
     scorer = ListScorer(head, schedule, precision, device)
+    # With a prior (and no init checkpoint) epoch 0 is exactly the anchor fusion: an epoch's score then
+    # counts, per collection, the better of the head and the anchor, since the head's learned part is
+    # applied only on the collections where it beat the anchor (the head's domain, see learned_helps).
+    anchored = hasattr(head, "prior") and not settings.init
     if not resumed and validation and validation.lists:
         # Epoch 0: the head before training (with a prior, it ranks like the first stage). Training has
         # to beat it on validation to replace it, so a run that does not generalise keeps the prior.
         module.eval()
-        state.update(best_metric=validate(scorer, features, validation, settings.val_depth), best_epoch=0)
-        state["history"].append({"epoch": 0, "loss": None, "val_ndcg@10": state["best_metric"], "steps": 0,
-                                 "train_seconds": 0.0, "seconds": 0.0})
+        by_collection = validate_by_collection(scorer, features, validation, settings.val_depth)
+        state.update(best_metric=gated(by_collection, None), best_epoch=0)
+        state["history"].append({"epoch": 0, "loss": None, "val_ndcg@10": state["best_metric"],
+                                 "val_by_collection": by_collection, "steps": 0, "train_seconds": 0.0, "seconds": 0.0})
         if rank == 0:
             save_best(out_dir, head, encoder, to_dict(settings), encoder_info)
         log.info("train: before training, validation %.4f", state["best_metric"])
@@ -223,12 +250,16 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
         state["busy_seconds"] += trained_for
         module.eval()  # the encoder too, in stage 2: no dropout while validating
         loss_mean = total / max(len(batches), 1)
+        by_collection = None
         if validation and validation.lists:
-            metric = validate(scorer, features, validation, settings.val_depth)
+            by_collection = validate_by_collection(scorer, features, validation, settings.val_depth)
+            anchor = state["history"][0].get("val_by_collection") if anchored else None
+            metric = gated(by_collection, anchor)
         else:
             metric = -loss_mean  # no held-out queries: the lowest training loss is the best epoch
         record = {"epoch": epoch + 1, "loss": loss_mean, "val_ndcg@10": metric if validation and validation.lists else None,
-                  "steps": steps, "train_seconds": trained_for, "seconds": time.perf_counter() - started}
+                  "val_by_collection": by_collection, "steps": steps, "train_seconds": trained_for,
+                  "seconds": time.perf_counter() - started}
         state["history"].append(record)
         if state["best_metric"] is None or metric > state["best_metric"]:
             state.update(best_metric=metric, best_epoch=epoch + 1, bad_epochs=0)

@@ -1,0 +1,72 @@
+"""A head's domain: the corpora on which its learned part was shown to help.
+
+Training validates on held-out queries of each collection it sees. Per collection, the best
+epoch's head either beat the anchor (epoch 0: the fixed first-stage fusion the prior starts
+from) or it did not. ``domain.json`` beside the checkpoint records, for every validated
+corpus (by a digest of its passage ids and content hashes), that verdict and both scores.
+Reranking applies the learned part on a corpus the domain says it helps, and on any other
+corpus (one nobody labelled, or one where it hurt) ranks by the anchor, unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from listcon.pipeline.retrieval.lexical import texts_digest
+from listcon.pipeline.store.atomic import write_text
+from listcon.pipeline.store.text_table import TextTable
+from listcon.pipeline.store.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+DOMAIN_FILE = "domain.json"
+
+
+def corpus_digest(work: Workdir) -> str:
+    """What identifies a corpus: SHA-256 over its (passage id, content hash) pairs (W/texts.lance)."""
+    hashes = TextTable(work.texts).hashes()
+    if not hashes:
+        raise FileNotFoundError(f"no passage texts at {work.texts}; run `listcon embed` first")
+    return texts_digest(list(hashes), list(hashes.values()))
+
+
+def write_domain(out_dir: str | Path, corpora: dict[str, dict]) -> None:
+    """``corpora``: ``{digest: {"name", "learned_helps", "anchor", "head"}}`` for each validated collection."""
+    write_text(Path(out_dir) / DOMAIN_FILE, json.dumps({"corpora": corpora}, indent=2, sort_keys=True) + "\n")
+
+
+def read_domain(model_dir: str | Path) -> dict[str, dict] | None:
+    """The head's validated corpora, or None for a head trained without a recorded domain."""
+    path = Path(model_dir) / DOMAIN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text())["corpora"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a listcon domain record ({{\"corpora\": {{digest: ...}}}}): {err}") from None
+
+
+def learned_part_applies(domain: dict[str, dict] | None, digest: str) -> bool:
+    """Whether the head's learned part is validated for the corpus ``digest`` (True without a record)."""
+    if domain is None:
+        return True
+    return bool(domain.get(digest, {}).get("learned_helps", False))
+
+
+def learned_part_here(head, model_dir: str | Path, work: Workdir, outside_domain: str = "anchor") -> bool:
+    """Whether to apply ``head``'s learned part on ``work``'s corpus: yes where its domain says it
+    helps (or where it records no domain); elsewhere its anchor ranks, unless ``outside_domain="head"``."""
+    domain = read_domain(model_dir)
+    if domain is None or learned_part_applies(domain, corpus_digest(work)):
+        return True
+    validated = {c["name"]: c["learned_helps"] for c in domain.values()}
+    if outside_domain == "head":
+        log.warning("%s is outside the head's domain %s; applying the whole head (outside_domain=head)",
+                    work.root, validated)
+        return True
+    log.warning("%s is outside the head's domain (validated: %s; True = the learned part helped there): "
+                "ranking by its anchor fusion %s (outside_domain=anchor)", work.root, validated,
+                head.config.anchor or {head.config.signals[0]: 1.0} if head.config.signals else "cosine")
+    return False
