@@ -28,7 +28,8 @@ from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.training.checkpoints import CHECKPOINTS, latest_state
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.domain import DOMAIN_FILE, corpus_digest, write_domain
-from listcon.pipeline.training.loop import FitResult, TrainSettings, ddp_unused_parameters, fit, learned_helps
+from listcon.pipeline.training.loop import (FitResult, TrainSettings, ddp_unused_parameters, domain_verdicts, fit,
+                                            starts_as_anchor)
 from listcon.schemas import build, to_dict
 
 log = logging.getLogger(__name__)
@@ -122,23 +123,11 @@ def _described(source: Source) -> dict:
     return {k: v for k, v in asdict(source).items() if k != "lance_root" or v}
 
 
-def _anchored(settings) -> bool:
-    """Whether the trained head starts as its anchor (a prior, no init checkpoint): then it has a domain."""
-    head = settings.head
-    return not settings.init and settings.stage == 1 and bool(head.signals or head.first_stage_prior)
-
-
 def _record_domain(out: Path, result: FitResult, main: Source, extras: list[Source]) -> None:
     """domain.json: for each validated collection, whether the best epoch beat the anchor there."""
-    helps = learned_helps(result.history, result.best_epoch)
-    scores = {r["epoch"]: r.get("val_by_collection") or {} for r in result.history}
-    corpora = {}
-    for source in [main, *extras]:
-        name = source.name or "main"
-        if name in helps:
-            corpora[corpus_digest(source.work)] = {"name": name, "learned_helps": helps[name],
-                                                   "anchor": scores[0][name],
-                                                   "head": scores.get(result.best_epoch, {}).get(name)}
+    verdicts = domain_verdicts(result.history, result.best_epoch)
+    corpora = {corpus_digest(source.work): {"name": source.name or "main", **verdicts[source.name or "main"]}
+               for source in [main, *extras] if (source.name or "main") in verdicts}
     write_domain(out, corpora)
     log.info("train: the learned part helps on %s; elsewhere the head ranks by its anchor",
              sorted(c["name"] for c in corpora.values() if c["learned_helps"]) or "no collection")
@@ -201,7 +190,7 @@ def train(config: Config) -> TrainResult:
             raise RuntimeError(f"Ray Train run {name} under {storage} reported no checkpoint")
         _take_checkpoint(finished.checkpoint, Path(out))
         result = FitResult.from_state(latest_state(Path(out)))
-    if _anchored(settings):
+    if starts_as_anchor(settings):
         _record_domain(Path(out), result, main, extras)
     write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
     log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)

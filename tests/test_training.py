@@ -15,7 +15,7 @@ from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.training.mining import MiningSettings, mine
 from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation
-from listcon.pipeline.training.loop import TrainSettings, fit, gated, learned_helps
+from listcon.pipeline.training.loop import TrainSettings, domain_verdicts, fit, gated, starts_as_anchor
 from listcon.schemas import CANDIDATES, QRELS, TRAINING_LISTS
 
 HEAD = ListConRankerConfig(hidden_size=16, num_heads=2, ffn_size=32, num_layers=1)
@@ -204,6 +204,30 @@ def test_the_learned_part_is_kept_only_on_collections_where_it_beat_the_anchor()
     assert gated(history[1]["val_by_collection"], anchor) == pytest.approx((0.60 + 0.40) / 2)
     assert gated(history[2]["val_by_collection"], anchor) == pytest.approx((0.55 + 0.45) / 2)
     assert gated(history[1]["val_by_collection"], None) == pytest.approx((0.60 + 0.30) / 2)
-    assert learned_helps(history, 1) == {"main": True, "cranfield": False}
-    assert learned_helps(history, 2) == {"main": True, "cranfield": True}
-    assert learned_helps(history, 0) == {"main": False, "cranfield": False}  # nothing learned was kept
+    # each held-out query alike: 30 main queries, 10 cranfield ones
+    sizes = {"main": 30, "cranfield": 10}
+    assert gated(history[1]["val_by_collection"], anchor, sizes) == pytest.approx((30 * 0.60 + 10 * 0.40) / 40)
+    assert gated(history[2]["val_by_collection"], anchor, sizes) == pytest.approx((30 * 0.55 + 10 * 0.45) / 40)
+    assert gated(history[1]["val_by_collection"], None, sizes) == pytest.approx((30 * 0.60 + 10 * 0.30) / 40)
+    assert domain_verdicts(history, 1) == {"main": {"learned_helps": True, "anchor": 0.50, "head": 0.60},
+                                           "cranfield": {"learned_helps": False, "anchor": 0.40, "head": 0.30}}
+    assert {k: v["learned_helps"] for k, v in domain_verdicts(history, 2).items()} == {"main": True, "cranfield": True}
+    # nothing learned was kept: epoch 0 is the anchor itself
+    assert domain_verdicts(history, 0) == {"main": {"learned_helps": False, "anchor": 0.50, "head": 0.50},
+                                           "cranfield": {"learned_helps": False, "anchor": 0.40, "head": 0.40}}
+
+
+def test_a_head_starts_as_its_anchor_exactly_when_it_has_a_prior_and_no_init_checkpoint():
+    signals = replace(HEAD, signals=("fused", "lexical"))
+    assert starts_as_anchor(settings(head=signals)) and starts_as_anchor(settings(head=signals, stage=2))
+    assert starts_as_anchor(settings(head=replace(HEAD, first_stage_prior=True)))
+    assert not starts_as_anchor(settings(head=HEAD))  # the paper's head has no prior
+    assert not starts_as_anchor(settings(head=signals, init="some/head"))  # starts where that head ended
+
+
+def test_validation_weighs_the_held_out_queries_each_collection_has():
+    qrels = pa.Table.from_pylist([], schema=QRELS)
+    grouped = Validation([("a1", ["p1"]), ("a2", ["p2"]), ("b1", ["p3"]), ("b2", [])], qrels,
+                         {"a1": "adi", "a2": "adi", "b1": "main", "b2": "main"})
+    assert grouped.sizes() == {"adi": 2, "main": 1}  # a query without candidates is not ranked
+    assert Validation([("q", ["p"])], qrels).sizes() == {"main": 1}

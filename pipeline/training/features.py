@@ -42,12 +42,21 @@ class Lists:
 @dataclass
 class Validation:
     """Held-out queries: their candidate lists (best first) and qrels; ``group`` names each
-    query's collection, and the validation score is the mean over collections (macro), so
-    every collection counts alike however many held-out queries it has."""
+    query's collection (the validation score is then a mean over collections, see
+    ``TrainSettings.val_weighting``)."""
 
     lists: list[tuple[str, list[str]]]
     qrels: pa.Table
     group: dict[str, str] | None = None
+
+    def sizes(self) -> dict[str, int]:
+        """Held-out queries with candidates per collection (``{"main": n}`` without groups)."""
+        counts: dict[str, int] = {}
+        for query, candidates in self.lists:
+            if candidates:
+                name = self.group.get(query, "") if self.group else "main"
+                counts[name] = counts.get(name, 0) + 1
+        return counts
 
 
 class CachedFeatures:
