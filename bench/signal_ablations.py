@@ -5,9 +5,10 @@ top-``--depth`` of every test query's hybrid candidates (the rest follow in firs
 order): the paper-faithful head (no signals, no prior) on hybrid candidates; the signals in
 the prior only (not in the Transformer input); each signal left out in turn; and the head
 without the cap. Reuses `make demo`'s workdirs; writes bench/results/signal_ablations/
-(report.md, metrics.json) and prints the table.
+(report.md, metrics.json) and prints the table. ``--epochs`` caps every row's training alike
+(ten trainings at the demo's 20 epochs take ~3 hours on 2 cores).
 
-    python -m bench.signal_ablations [--config jobs/demo.toml] [--depth 100]
+    python -m bench.signal_ablations [--config jobs/demo.toml] [--depth 100] [--epochs N]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "jobs" / "demo.toml")
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "work" / "signal_ablations")
+    parser.add_argument("--epochs", type=int, help="train each row for at most this many epochs (default: the config's)")
     args = parser.parse_args()
     setup_logging()
     logging.getLogger("listcon").setLevel(logging.WARNING)
@@ -59,11 +61,12 @@ def main() -> None:
     work = config.work
     per_run = {run: per_query(qrels, without_self(read_trec(work.run(config.split, run))), MEASURES)
                for run in ("hybrid-rrf", "hybrid-convex")}
+    epochs = args.epochs or config.train.settings.epochs
     for name, head in variants(config.train.settings.head).items():
         slug = "ablation-" + "".join(c if c.isalnum() else "-" for c in name.split(" (")[0]).strip("-")
         out = args.out / slug
         trained = replace(config, train=replace(config.train, out=str(out),
-                                                settings=replace(config.train.settings, head=head)),
+                                                settings=replace(config.train.settings, head=head, epochs=epochs)),
                           rerank=replace(config.rerank, model_dir=str(out), run_name=slug, depths=()))
         result = train(trained)
         rerank(trained, depth=args.depth, progress=False)
@@ -71,7 +74,7 @@ def main() -> None:
         logging.getLogger("bench").warning("done: %s (validation %.4f)", name, result.best_metric)
     title = f"Signal ablations on scifact test (top-{args.depth} of the hybrid candidates reranked)"
     summary = write_report(RESULTS / "signal_ablations", title, per_run, MEASURES, "hybrid-convex", None, {},
-                           {"depth": args.depth, "config": str(args.config)})
+                           {"depth": args.depth, "epochs": epochs, "config": str(args.config)})
     rows = [{"variant": run, **{m: v[m]["mean"] for m in MEASURES},
              "p_vs_convex": v["nDCG@10"].get("p_vs_baseline", float("nan"))} for run, v in summary.items()]
     print_table(rows, ["variant", *MEASURES, "p_vs_convex"])
