@@ -123,9 +123,9 @@ def _described(source: Source) -> dict:
     return {k: v for k, v in asdict(source).items() if k != "lance_root" or v}
 
 
-def _record_domain(out: Path, result: FitResult, main: Source, extras: list[Source]) -> None:
-    """domain.json: for each validated collection, whether the best epoch beat the anchor there."""
-    verdicts = domain_verdicts(result.history, result.best_epoch)
+def _record_domain(out: Path, result: FitResult, settings: TrainSettings, main: Source, extras: list[Source]) -> None:
+    """domain.json: for each validated collection, whether the best epoch beat the anchor there (paired test)."""
+    verdicts = domain_verdicts(result.history, result.best_epoch, settings.domain_alpha)
     corpora = {corpus_digest(source.work): {"name": source.name or "main", **verdicts[source.name or "main"]}
                for source in [main, *extras] if (source.name or "main") in verdicts}
     write_domain(out, corpora)
@@ -191,7 +191,7 @@ def train(config: Config) -> TrainResult:
         _take_checkpoint(finished.checkpoint, Path(out))
         result = FitResult.from_state(latest_state(Path(out)))
     if starts_as_anchor(settings):
-        _record_domain(Path(out), result, main, extras)
+        _record_domain(Path(out), result, settings, main, extras)
     write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
     log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)
     return TrainResult(out, **asdict(result))

@@ -209,12 +209,31 @@ def test_the_learned_part_is_kept_only_on_collections_where_it_beat_the_anchor()
     assert gated(history[1]["val_by_collection"], anchor, sizes) == pytest.approx((30 * 0.60 + 10 * 0.40) / 40)
     assert gated(history[2]["val_by_collection"], anchor, sizes) == pytest.approx((30 * 0.55 + 10 * 0.45) / 40)
     assert gated(history[1]["val_by_collection"], None, sizes) == pytest.approx((30 * 0.60 + 10 * 0.30) / 40)
-    assert domain_verdicts(history, 1) == {"main": {"learned_helps": True, "anchor": 0.50, "head": 0.60},
-                                           "cranfield": {"learned_helps": False, "anchor": 0.40, "head": 0.30}}
-    assert {k: v["learned_helps"] for k, v in domain_verdicts(history, 2).items()} == {"main": True, "cranfield": True}
+
+
+def test_a_collection_joins_the_domain_only_where_its_held_out_queries_show_the_gain():
+    def queries(name, values):
+        return {f"{name}{i}": v for i, v in enumerate(values)}
+
+    anchor = {"main": queries("m", [0.5] * 30), "medline": queries("d", [0.5] * 5), "cranfield": queries("c", [0.4] * 10)}
+    # main: every query up by 0.1 (+-0.02); medline: the mean up by 0.05 from one query (noise)
+    head = {"main": queries("m", [0.6 + (0.02 if i % 2 else -0.02) for i in range(30)]),
+            "medline": queries("d", [0.75, 0.5, 0.5, 0.5, 0.5]), "cranfield": queries("c", [0.3] * 10)}
+    history = [{"epoch": 0, "val_queries": anchor}, {"epoch": 1, "val_queries": head}]
+    verdicts = domain_verdicts(history, 1)
+    assert {k: v["learned_helps"] for k, v in verdicts.items()} == {"main": True, "medline": False, "cranfield": False}
+    assert verdicts["main"]["anchor"] == pytest.approx(0.5) and verdicts["main"]["head"] == pytest.approx(0.6)
+    assert verdicts["main"]["p"] < 1e-10
+    assert verdicts["medline"]["head"] == pytest.approx(0.55) and verdicts["medline"]["p"] == pytest.approx(0.1870, abs=1e-4)
+    assert verdicts["cranfield"]["p"] == 1.0  # every query equally worse: the test is undefined
+    # alpha 1 takes any gain in the mean; a loss never joins
+    assert {k: v["learned_helps"] for k, v in domain_verdicts(history, 1, alpha=1.0).items()} == \
+        {"main": True, "medline": True, "cranfield": False}
     # nothing learned was kept: epoch 0 is the anchor itself
-    assert domain_verdicts(history, 0) == {"main": {"learned_helps": False, "anchor": 0.50, "head": 0.50},
-                                           "cranfield": {"learned_helps": False, "anchor": 0.40, "head": 0.40}}
+    assert {k: (v["learned_helps"], v["head"]) for k, v in domain_verdicts(history, 0).items()} == \
+        {"main": (False, 0.5), "medline": (False, 0.5), "cranfield": (False, pytest.approx(0.4))}
+    with pytest.raises(ValueError, match="domain_alpha must be in"):
+        settings(domain_alpha=0.0)
 
 
 def test_a_head_starts_as_its_anchor_exactly_when_it_has_a_prior_and_no_init_checkpoint():

@@ -6,6 +6,7 @@ instead of silently leaving the mean.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import ir_measures
@@ -45,8 +46,9 @@ def aggregate(values: dict[str, dict[str, float]]) -> dict[str, float]:
     return {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in values.items()}
 
 
-def paired_test(values: dict[str, float], baseline: dict[str, float]) -> float:
-    """Two-sided paired t-test p-value over the queries both cover (scipy); 1.0 when undefined."""
+def paired_test(values: dict[str, float], baseline: dict[str, float], alternative: str = "two-sided") -> float:
+    """Paired t-test p-value over the queries both cover (scipy; ``alternative="greater"``: is
+    ``values`` higher); 1.0 when undefined."""
     from scipy.stats import ttest_rel
 
     queries = sorted(values.keys() & baseline.keys())
@@ -54,5 +56,7 @@ def paired_test(values: dict[str, float], baseline: dict[str, float]) -> float:
     b = [baseline[q] for q in queries]
     if len(queries) < 2 or a == b:
         return 1.0
-    p = float(ttest_rel(a, b).pvalue)
+    with warnings.catch_warnings():  # near-equal differences: scipy warns, and the NaN it returns is handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(ttest_rel(a, b, alternative=alternative).pvalue)
     return p if p == p else 1.0  # NaN when every difference is equal
