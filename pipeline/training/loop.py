@@ -169,13 +169,14 @@ def domain_verdicts(history: list[dict], best_epoch: int, alpha: float = 0.05) -
     ``head`` and ``p`` are None where the best epoch was not validated."""
     by_epoch = {r["epoch"]: r.get("val_queries") or {} for r in history}
     anchor, best = by_epoch.get(0, {}), by_epoch.get(best_epoch, {})
+    anchor_means, best_means = means(anchor), means(best)
     verdicts = {}
     for name, values in anchor.items():
         head = best.get(name)
-        gain = best_epoch > 0 and head is not None and means({name: head})[name] > means({name: values})[name]
         p = paired_test(head, values, alternative="greater") if head is not None else None
-        verdicts[name] = {"learned_helps": gain and p < alpha, "anchor": means({name: values})[name],
-                          "head": means({name: head})[name] if head is not None else None, "p": p}
+        gain = best_epoch > 0 and head is not None and best_means[name] > anchor_means[name]
+        verdicts[name] = {"learned_helps": gain and p < alpha, "anchor": anchor_means[name],
+                          "head": best_means.get(name), "p": p}
     return verdicts
 
 
