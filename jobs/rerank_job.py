@@ -28,7 +28,7 @@ from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
 from listcon.pipeline.store.shards import ShardStore
-from listcon.pipeline.training.domain import learned_part_here
+from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 from listcon.schemas import RANKINGS, to_dict
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,10 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     queries = EmbeddingCache(work.queries)
     check_dim(head, EmbeddingCache(work.passages))  # here, not as a dead actor after Ray started
     learned = learned_part_here(head, model_dir, work, settings.outside_domain)
+    fallback = None if learned else (fallback_anchor(head, source) or {})  # {}: the head's own anchor
+    if fallback:
+        log.info("rerank: the candidates come from an external run; the fallback ranks by %s over every first stage",
+                 fallback)
     passages_version = EmbeddingCache(work.passages).version
     query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
     device = _worker_device(config, settings)
@@ -76,7 +80,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     arithmetic = {"device": torch.device(device).type,
                   "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
     provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
-                  "learned_part": learned, "arithmetic": arithmetic,
+                  "learned_part": learned, **({"fallback": fallback} if fallback else {}), "arithmetic": arithmetic,
                   "candidates": source, "passages_version": passages_version, "query_vectors": queries.digest(query_ids),
                   "settings": {k: v for k, v in to_dict(settings).items() if k not in PROVENANCE_EXCLUDES},
                   "schedule": to_dict(config.schedule)}
@@ -110,7 +114,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
             log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
             actor = ray.remote(num_cpus=threads, num_gpus=gpus)(NodeRerankShard)
             pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, on, config.schedule, store, threads,
-                                           not learned) for _ in range(workers)])
+                                           fallback) for _ in range(workers)])
         sizes: dict[int, int] = {}
 
         per_node: Counter[str] = Counter()

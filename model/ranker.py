@@ -220,8 +220,9 @@ class ListConRanker(nn.Module):
                 out = out + (signals.to(out.dtype) * self.signal_prior[:-1]).sum(dim=-1) + self.signal_prior[-1]
         return out.masked_fill(~mask.bool(), 0.0)
 
-    def initial_prior(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The prior's starting values: (a, b) and, with signals, the per-signal weights then the bias.
+    def initial_prior(self, anchor: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prior's starting values: (a, b) and, with signals, the per-signal weights then the bias
+        (``anchor`` overrides the config's anchor fusion).
 
         Signals are normalised to [0, 1]; the anchor's weights sum to 4 and the bias is -2, so the
         untrained logits lie in [-2, 2], where the sigmoid still has slope (a scale of 10 saturates
@@ -231,7 +232,7 @@ class ListConRanker(nn.Module):
         prior = torch.tensor([0.0 if config.signals else 10.0, 0.0])
         if not config.signals:
             return prior, None
-        anchor = config.anchor or {config.signals[0]: 1.0}
+        anchor = anchor or config.anchor or {config.signals[0]: 1.0}
         total = sum(anchor.values())
         weights = torch.zeros(len(config.signals) + 1)
         for name, weight in anchor.items():
@@ -239,17 +240,21 @@ class ListConRanker(nn.Module):
         weights[-1] = -2.0
         return prior, weights
 
-    def anchored(self) -> "ListConRanker":
+    def anchored(self, anchor: dict[str, float] | None = None) -> "ListConRanker":
         """A copy that scores by the anchor alone: the learned part off, the prior back at its start.
 
         What a head falls back to on a corpus outside its domain, where nothing showed that what it
-        learned transfers: it then ranks exactly like the fixed first-stage fusion it was anchored to.
+        learned transfers: it then ranks exactly like the fixed first-stage fusion it was anchored to,
+        or like ``anchor`` ({signal: weight} over signals it takes) where the caller names another.
         """
         if not hasattr(self, "prior"):
             raise ValueError("this head has no prior (no signals, no first_stage_prior): it has no anchor to fall back to")
+        if anchor and (set(anchor) - set(self.config.signals) or min(anchor.values()) < 0 or sum(anchor.values()) <= 0):
+            raise ValueError(f"a fallback anchor weighs signals the head takes ({list(self.config.signals)}) with "
+                             f"non-negative weights summing above 0; got {anchor}")
         copy = ListConRanker(self.config).to(self.prior.device)
         copy.load_state_dict(self.state_dict())
-        prior, weights = self.initial_prior()
+        prior, weights = self.initial_prior(anchor)
         with torch.no_grad():
             copy.prior.copy_(prior)
             if weights is not None:

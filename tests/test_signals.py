@@ -6,6 +6,7 @@ import logging
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
-from listcon.schemas import SIGNALS, DataError
+from listcon.schemas import CANDIDATES, SIGNALS, DataError
 
 SIGNAL_HEAD = ("fused", "lexical", "dense", "dense_rank", "lexical_rank")
 
@@ -249,3 +250,71 @@ def test_outside_its_domain_a_head_ranks_by_its_anchor(work, tmp_path, caplog, v
     assert got["passage_id"].to_pylist() == expected["passage_id"].to_pylist()
     assert read_provenance(work.rankings(f"test.{run}"))["learned_part"] is learned
     assert ("outside the head's domain" in caplog.text) is (verdict != "helps here")
+
+
+def _candidates(dense_rank, lexical_rank, external_rank=None):
+    n = len(dense_rank)
+    external = [None] * n if external_rank is None else external_rank
+    return pa.table({"query_id": ["q"] * n, "passage_id": [f"p{i}" for i in range(n)],
+                     "rank": list(range(1, n + 1)), "score": [float(n - i) for i in range(n)],
+                     "dense_score": [0.9 - 0.1 * i for i in range(n)], "dense_rank": dense_rank,
+                     "lexical_score": [float(i + 1) for i in range(n)], "lexical_rank": lexical_rank,
+                     "external_score": [None if r is None else float(-r) for r in external], "external_rank": external},
+                    schema=CANDIDATES)
+
+
+def test_rrf_fuses_every_first_stage_the_list_carries():
+    k, rrf = 3, SIGNALS.index("rrf")
+    hybrid = QuerySignals(_candidates([1, 2, 4], [4, 1, 2]), k).matrix(["p0", "p1", "p2"])[:, rrf]
+    # two sides: 1/(60 + rank) in each side's top-k, scaled by (60 + 1) / 2 (first on both = 1)
+    np.testing.assert_allclose(hybrid, np.array([1 / 61, 1 / 62 + 1 / 61, 1 / 62]) * 61 / 2, rtol=1e-6)
+    external = QuerySignals(_candidates([1, 2, 4], [4, 1, 2], [3, None, 1]), k).matrix(["p0", "p1", "p2"])[:, rrf]
+    # an external run is a third side, alike: scaled by (60 + 1) / 3; a passage it lacks gets nothing from it
+    np.testing.assert_allclose(external, np.array([1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 62 + 1 / 61]) * 61 / 3,
+                               rtol=1e-6)
+    assert QuerySignals(_candidates([1], [1], [1]), k).matrix(["p0"])[0, rrf] == pytest.approx(1.0)
+
+
+def test_list_features_depend_on_the_whole_list_not_its_order():
+    from listcon.pipeline.retrieval.signals import LIST_FEATURES, list_features
+
+    rows = _candidates([1, 2, 3, 5, 4], [5, 1, 2, 3, 4])
+    vectors = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    features = list_features(rows, 4, vectors, (3, 0.5, 0.9))
+    assert features.shape == (5, len(LIST_FEATURES)) and np.isfinite(features).all()
+    order = [3, 0, 4, 2, 1]  # the same list, stored in another order: every passage keeps its vector
+    shuffled = list_features(rows.take(order), 4, vectors[order], (3, 0.5, 0.9))
+    np.testing.assert_allclose(shuffled, features[order], rtol=1e-6, atol=1e-7)
+    column = {name: features[:, i] for i, name in enumerate(LIST_FEATURES)}
+    dense = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    np.testing.assert_allclose(column["dense_z"], (dense - dense.mean()) / dense.std(), atol=1e-5)
+    np.testing.assert_allclose(column["dense_gap"], dense - 0.9, atol=1e-6)
+    np.testing.assert_allclose(column["lexical_rel"], np.arange(1, 6) / 5, rtol=1e-6)
+    assert list(column["query_terms"]) == [3] * 5 and column["query_idf_max"][0] == pytest.approx(0.9)
+
+
+def test_outside_its_domain_a_head_on_an_external_run_ranks_by_rrf_of_every_side(work, tmp_path, caplog):
+    """With an external run the fallback is RRF over external, dense and lexical alike: the head's own anchor
+    (the candidate source's min-max score first) would let the external run outweigh the other two."""
+    from listcon.pipeline.training.domain import write_domain
+
+    other = Workdir(shutil.copytree(work.root, tmp_path / "w"))
+    external = tmp_path / "bm25.trec"
+    shutil.copy(work.run("test", "lexical"), external)
+    assert main(["retrieve", str(data_dir("adi")), "--workdir", str(other.root), "--split", "test", "--k", "50",
+                 "--from-run", str(external), "--no-progress"]) == 0
+    head = _trained_looking(3)
+    head.save_pretrained(tmp_path / "head")
+    write_domain(tmp_path / "head", {"0" * 64: {"name": "elsewhere", "learned_helps": True, "anchor": 0.5, "head": 0.6}})
+    with caplog.at_level(logging.INFO):
+        assert main(["rerank", str(data_dir("adi")), "--workdir", str(other.root), "--model-dir", str(tmp_path / "head"),
+                     "--run-name", "external-fallback", "--no-progress"]) == 0
+    assert "RRF" in caplog.text or "'rrf'" in caplog.text
+    got = rows_by_query(read_ranked(other.rankings("test.external-fallback")))
+    for qid, rows in rows_by_query(read_ranked(other.candidates("test"))).items():
+        ranks = [rows[c].to_numpy().astype(float) for c in ("dense_rank", "lexical_rank", "external_rank")]
+        rrf = sum(np.where(r <= 50, 1 / (60 + r), 0.0) for r in ranks[:2]) + 1 / (60 + ranks[2])
+        ids = rows["passage_id"].to_pylist()
+        expected = [ids[i] for i in np.lexsort((np.arange(len(ids)), -np.round(rrf, 9)))]
+        assert got[qid]["passage_id"].to_pylist()[:10] == expected[:10], qid
+    assert read_provenance(other.rankings("test.external-fallback"))["fallback"] == {"rrf": 1.0}

@@ -30,7 +30,7 @@ from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE
-from listcon.pipeline.training.domain import learned_part_here
+from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
 
@@ -82,7 +82,9 @@ class Reranker:
                                         export_dir=workdir.encoders if workdir is not None else None)
         head = ListConRanker.from_pretrained(model_dir)
         if workdir is not None and not learned_part_here(head, model_dir, workdir, settings.outside_domain):
-            head = head.anchored()
+            sources = [read_provenance(table) for table in list_tables(workdir.all_candidates)]
+            external = next((s for s in sources if fallback_anchor(head, s)), None)  # a workdir fed by an external run
+            head = head.anchored(fallback_anchor(head, external))
         return cls(head, workdir, encoder, settings, schedule, info)
 
     # -- texts ---------------------------------------------------------------------------
@@ -173,7 +175,8 @@ def ad_hoc_candidates(passages: list[str], scores: dict[str, tuple[float, float]
     rank = lambda v: np.argsort(np.argsort(-v, kind="stable"), kind="stable") + 1  # noqa: E731
     return pa.table({"passage_id": passages, "dense_score": dense, "lexical_score": lexical, "dense_rank": rank(dense),
                      "lexical_rank": rank(lexical), "score": 0.5 * minmax(dense) + 0.5 * minmax(lexical),
-                     "external_score": pa.nulls(len(passages), pa.float64())})
+                     "external_score": pa.nulls(len(passages), pa.float64()),
+                     "external_rank": pa.nulls(len(passages), pa.int32())})
 
 
 def _candidate_rows(work: Workdir) -> dict[str, tuple]:

@@ -9,8 +9,9 @@ a top-100 rerank and a 1,000-candidate rerank:
 - ``dense_rank`` / ``lexical_rank``: 1 / log2(1 + rank) in that side's top-k (k + 1 below it);
 - ``fused``: the candidate source's score, min-max normalised over the query's candidates;
 - ``external``: an external run's score, normalised the same way (NaN without one);
-- ``rrf``: reciprocal-rank fusion (k=60) of the dense and lexical ranks in each side's top-k,
-  times (k + 1) / 2 so that a passage both sides rank first has 1 (a fixed fusion to anchor to).
+- ``rrf``: reciprocal-rank fusion (k=60) of every first stage's rank: dense and lexical (each in its
+  top-k) and, with an external run, the external rank; times (60 + 1) / sides so that a passage every
+  side ranks first has 1 (a fixed fusion to anchor to).
 
 A passage outside the candidate list (a judged positive the first stage missed) gets its
 exact dense and BM25 scores, the below-top-k ranks, and ``fused`` / ``external`` / ``rrf`` 0.
@@ -31,9 +32,13 @@ def _discount(rank: np.ndarray) -> np.ndarray:
 RRF_K = 60
 
 
-def _rrf(dense_rank: np.ndarray, lexical_rank: np.ndarray, k: int) -> np.ndarray:
+def _rrf(dense_rank: np.ndarray, lexical_rank: np.ndarray, k: int, external_rank: np.ndarray | None = None) -> np.ndarray:
+    """RRF of the sides' ranks, scaled so that first on every side is 1 (NaN external rank: not in that run)."""
     side = lambda rank: np.where(rank <= k, 1.0 / (RRF_K + rank), 0.0)  # noqa: E731
-    return (side(dense_rank) + side(lexical_rank)) * (RRF_K + 1) / 2
+    total, sides = side(dense_rank) + side(lexical_rank), 2
+    if external_rank is not None:
+        total, sides = total + np.where(np.isnan(external_rank), 0.0, 1.0 / (RRF_K + np.nan_to_num(external_rank))), 3
+    return total * (RRF_K + 1) / sides
 
 
 def _minmax_params(values: np.ndarray) -> tuple[float, float]:
@@ -54,6 +59,8 @@ class QuerySignals:
         self.dense, self.lexical = column("dense_score"), column("lexical_score")
         self.dense_rank, self.lexical_rank = column("dense_rank"), column("lexical_rank")
         self.fused, self.external = column("score"), column("external_score")
+        external_rank = column("external_rank")
+        self.external_rank = external_rank if np.isfinite(external_rank).any() else None  # None: no external run
         self.best_lexical = float(self.lexical.max()) if len(self.lexical) and self.lexical.max() > 0 else 1.0
         self.fused_params = _minmax_params(self.fused)
         self.external_params = _minmax_params(self.external)
@@ -72,7 +79,8 @@ class QuerySignals:
         out[have, 4] = (self.fused[r] - low) / span if span > 0 else 1.0
         low, span = self.external_params
         out[have, 5] = (self.external[r] - low) / span if span > 0 else np.where(np.isnan(self.external[r]), np.nan, 1.0)
-        out[have, 6] = _rrf(self.dense_rank[r], self.lexical_rank[r], self.k)
+        out[have, 6] = _rrf(self.dense_rank[r], self.lexical_rank[r], self.k,
+                            None if self.external_rank is None else self.external_rank[r])
         missing = [i for i in np.flatnonzero(~have)]
         if missing:
             if exact is None or any(passage_ids[i] not in exact for i in missing):
@@ -114,3 +122,74 @@ class ExactScores:
         dense = dense_scores(vector, self.passages.take(passage_ids), self.metric)
         bm25 = self.lexical.scores(self.query_texts[query_id], passage_ids)
         return {p: (float(d), float(b)) for p, d, b in zip(passage_ids, dense, bm25)}
+
+
+# -- list features: evidence that means the same on every corpus ---------------------------------
+
+# Per-candidate features normalised within the query's own candidate list, plus a few per-query
+# statistics, so that a ranker trained on some corpora reads the same scale on any other. No raw
+# embedding coordinate enters: embeddings contribute only similarities inside the list.
+LIST_FEATURES = (
+    "dense_z", "lexical_z", "dense_gap", "lexical_rel", "dense_rank", "lexical_rank", "rrf", "fused",
+    "anchor", "anchor_rank", "agreement", "no_term_match",
+    "centroid_sim", "centroid_z", "neighbour_sim",
+    "query_terms", "query_idf_mean", "query_idf_max", "dense_spread", "dense_top_gap", "lexical_top_ratio",
+)
+ANCHOR = {"fused": 1.0, "rrf": 0.5}  # the demo head's anchor fusion: convex + 0.5 RRF
+CONTEXT_TOP = 10  # the centroid and neighbours come from the anchor's top-10
+
+
+def _z(values: np.ndarray) -> np.ndarray:
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+
+
+def anchor_scores(rows: pa.Table, k: int, anchor: dict[str, float] = ANCHOR) -> np.ndarray:
+    """An anchor fusion ({signal: weight}) of one query's candidates, as ``QuerySignals`` computes its signals."""
+    matrix = QuerySignals(rows, k).matrix(rows["passage_id"].to_pylist()).astype(np.float64)
+    return sum(weight * matrix[:, SIGNALS.index(name)] for name, weight in anchor.items())
+
+
+def query_idf(lexical, query: str) -> tuple[int, float, float]:
+    """(terms, mean, max) of the query's analysed terms' IDF, log(N / df) / log(N) so that 1 is a term in
+    one passage whatever the corpus size; (0, 0, 0) for a query with no indexed term."""
+    tokens = lexical.tokens([query])[0]
+    n = len(lexical.ids)
+    idf = [np.log(n / df) / np.log(n) for df in (int((lexical.full_scores([t]) > 0).sum()) for t in tokens) if df]
+    return (len(tokens), float(np.mean(idf)), float(np.max(idf))) if idf else (len(tokens), 0.0, 0.0)
+
+
+def list_features(rows: pa.Table, k: int, vectors: np.ndarray, idf: tuple[int, float, float],
+                  anchor: dict[str, float] = ANCHOR) -> np.ndarray:
+    """``[n, len(LIST_FEATURES)]`` float32 for one query's candidates (rows in first-stage order).
+
+    ``vectors`` are the candidates' cached passage vectors in row order (L2-normalised here); ``idf``
+    is ``query_idf`` of the query; ``anchor`` the fusion that orders the list (its top-10 is the context).
+    Every value depends on the whole candidate list, never on which
+    subset of it is being ranked, so a passage's vector is the same in any list cut from it.
+    """
+    signals = QuerySignals(rows, k)
+    base = signals.matrix(rows["passage_id"].to_pylist()).astype(np.float64)
+    dense, lexical = signals.dense, signals.lexical
+    anchor = sum(weight * base[:, SIGNALS.index(name)] for name, weight in anchor.items())
+    order = np.lexsort((np.arange(len(anchor)), -anchor))
+    anchor_rank = np.empty(len(anchor)); anchor_rank[order] = np.arange(1, len(anchor) + 1)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    top = order[:CONTEXT_TOP]
+    centroid = unit[top].mean(axis=0)
+    centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
+    to_centroid = unit @ centroid
+    to_top = unit @ unit[top].T
+    to_top[top, np.arange(len(top))] = -np.inf  # a candidate is not its own neighbour
+    sorted_dense = np.sort(dense)[::-1]
+    top_lexical = np.sort(lexical)[::-1]
+    per_query = [idf[0], idf[1], idf[2], dense.std(), sorted_dense[0] - sorted_dense[1] if len(dense) > 1 else 0.0,
+                 top_lexical[min(9, len(lexical) - 1)] / top_lexical[0] if top_lexical[0] > 0 else 0.0]
+    columns = [
+        _z(dense), _z(lexical), dense - dense.max(), base[:, 1], base[:, 2], base[:, 3], base[:, 6], base[:, 4],
+        anchor, _discount(anchor_rank), -np.abs(np.log(signals.dense_rank) - np.log(signals.lexical_rank)),
+        (lexical <= 0).astype(np.float64),
+        to_centroid, _z(to_centroid), to_top.max(axis=1) if len(top) > 1 else np.zeros(len(dense)),
+        *[np.full(len(dense), value, dtype=np.float64) for value in per_query],
+    ]
+    return np.stack(columns, axis=1).astype(np.float32)

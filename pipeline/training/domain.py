@@ -70,3 +70,23 @@ def learned_part_here(head, model_dir: str | Path, work: Workdir, outside_domain
                 "ranking by its anchor fusion %s (outside_domain=anchor)", work.root, validated,
                 head.config.anchor or {head.config.signals[0]: 1.0} if head.config.signals else "cosine")
     return False
+
+
+EXTERNAL_FALLBACK = {"rrf": 1.0}  # every first stage alike, scale-free: an external run's scores may mean anything
+
+
+def fallback_anchor(head, candidates: dict | None) -> dict[str, float] | None:
+    """The fusion ``head`` ranks by where its learned part is off, for candidates with provenance ``candidates``.
+
+    Hybrid candidates: the head's own anchor (None). Candidates from an external run: RRF over every
+    first stage the list carries (external, dense, lexical), since the anchor's min-max of the candidate
+    source's score weighs the external run above the others, and its scale is unknown.
+    """
+    from_run = bool(candidates and (candidates.get("retrieve") or {}).get("from_run"))
+    if not from_run:
+        return None
+    if "rrf" not in head.config.signals:
+        log.warning("the candidates come from an external run, but this head does not take the rrf signal: its "
+                    "fallback is its own anchor %s, which weighs the external score first", head.config.anchor)
+        return None
+    return dict(EXTERNAL_FALLBACK)

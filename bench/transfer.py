@@ -1,0 +1,255 @@
+"""Transfer, leave-one-collection-out: does a learned stage help on a collection it never saw?
+
+For every labelled collection in ../shared/data: its evaluation split (test, or the only split
+it has) is retrieved hybrid top-k (BM25 + MiniLM, every signal kept), then ranked by
+
+- the first stages and the fixed fusions: BM25, dense, RRF, convex;
+- listcon under the shipped rule: outside the head's domain (every left-out collection is)
+  the head ranks by its anchor fusion, convex + 0.5 RRF, whatever was learned;
+- learned rankers trained on every *other* collection only (neither the left-out
+  collection's queries nor its passages), each a row of the table (see ``RANKERS``).
+
+Each row reports mean nDCG@10, the delta against the better of RRF and convex on that
+collection and the paired t-test p; the depth curve reranks the top 20 ... k. Evaluation
+keeps every passage a run retrieved (no collection here has queries that are passages).
+
+    python -m bench.transfer [--collections scifact adi ...] [--k 1000] [--skip-prepare]
+
+Preparing (embed, index, retrieve) is resumable and a no-op once done; it reuses
+work/transfer/<name>. Writes bench/results/transfer.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bench.common import print_table, write_results
+from listcon.jobs.config import ExtraSource, load_config
+from listcon.jobs.run_job import prepare
+from listcon.jobs.runtime import setup_logging
+from listcon.pipeline.data.readers import read_qrels, read_queries
+from listcon.pipeline.evaluation.evaluate import paired_test, per_query
+from listcon.pipeline.retrieval.lexical import LexicalIndex
+from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, QuerySignals, anchor_scores, list_features,
+                                               query_idf)
+from listcon.pipeline.training.domain import EXTERNAL_FALLBACK
+from listcon.schemas import SIGNALS
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.ranked_lists import read_ranked, read_trec, rows_by_query
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+# each collection's evaluation split: its test split, or all its judged queries where it has no other
+COLLECTIONS = {"scifact": "test", "nfcorpus": "test", "cranfield": "test", "cisi": "test", "medline": "test",
+               "cacm": "test", "adi": "test", "wikiqa": "test", "trecqa": "test", "liveqa_med": "train",
+               "medquad": "test"}
+
+
+def collection_config(base, name: str, out: Path):
+    """The demo's settings pointed at one collection's evaluation split, in its own workdir."""
+    source = ExtraSource(name=name, data=str(DATA / name), workdir=str(out / name), split=COLLECTIONS[name])
+    return replace(base.for_collection(source), train=replace(base.train, extra=()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "jobs" / "demo.toml")
+    parser.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
+    parser.add_argument("--out", type=Path, default=ROOT / "work" / "transfer")
+    parser.add_argument("--k", type=int, default=1000, help="first-stage depth")
+    parser.add_argument("--prepare-only", action="store_true", help="embed, index and retrieve; evaluate nothing")
+    parser.add_argument("--train-queries", type=int, default=200, help="training queries per other collection")
+    parser.add_argument("--depth", type=int, default=100, help="the learned rankers rerank the anchor's top-N")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    setup_logging()
+    base = load_config(args.config)
+    configs = {name: collection_config(base, name, args.out) for name in args.collections}
+    for name, config in configs.items():
+        logging.getLogger("bench.transfer").warning("preparing %s (%s split)", name, config.split)
+        prepare(config, config.split, args.k, progress=False)
+    if args.prepare_only:
+        return
+    report = {"measure": "nDCG@10", "drop_self": False,
+              "listcon_rule": "outside the head's domain (every left-out collection is): its fallback fusion; hybrid "
+                              "candidates: the demo anchor, convex + 0.5 RRF; an external run: RRF over every first stage",
+              "lambdamart": {"features": list(LIST_FEATURES), "train_queries_per_collection": args.train_queries,
+                             "depth": args.depth, "seed": args.seed, "params": LAMBDAMART, "rounds": ROUNDS,
+                             "training_data": "the other collections' evaluation queries (never the left-out one)"}}
+    for mode, (first_stage, anchor) in MODES.items():
+        lists = {name: collection_lists(config, args.out / name / f"{mode}.npz", mode) for name, config in configs.items()}
+        rows, curves = [], {}
+        for held_out, config in configs.items():
+            runs = {run: ranked(lists[held_out], by) for run, by in BASELINES[mode].items()}
+            runs["listcon"] = ranked(lists[held_out], "fallback")
+            model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, args.train_queries, args.depth,
+                                     args.seed)
+            for depth in DEPTHS[mode]:
+                runs[f"lambdamart-top{depth}"] = ranked(lists[held_out], "fallback", model, depth)
+            runs["lambdamart"] = runs[f"lambdamart-top{args.depth}"]
+            qrels = read_qrels(config.data, config.split)
+            values = {run: per_query(qrels, r, ["nDCG@10"])["nDCG@10"] for run, r in runs.items()}
+            means = {run: float(np.mean(list(v.values()))) for run, v in values.items()}
+            best = max(FUSIONS[mode], key=means.get)
+            row = {"name": held_out, "split": config.split, "queries": len(values["listcon"]),
+                   **{run: means[run] for run in runs if "-top" not in run}, "best_fusion": best,
+                   "delta_vs_best_fusion": means["listcon"] - means[best],
+                   "p": paired_test(values["listcon"], values[best])}
+            for learned in LEARNED:
+                row[f"{learned}_delta"] = means[learned] - means[best]
+                row[f"{learned}_p"] = paired_test(values[learned], values[best])
+            rows.append(row)
+            curves[held_out] = {d: means[f"lambdamart-top{d}"] for d in DEPTHS[mode]}
+            print(f"[{mode}] {held_out}: listcon {means['listcon']:.4f}, lambdamart {means['lambdamart']:.4f}, "
+                  f"{best} {means[best]:.4f}", flush=True)
+        columns = [c for c in rows[0] if c not in ("split", "best_fusion")]
+        print(f"\n{mode}: {first_stage}")
+        print_table(rows, columns)
+        summary = {run: {"mean_delta": float(np.mean([r[key] for r in rows])), "worst_delta": float(min(r[key] for r in rows))}
+                   for run, key in (("listcon", "delta_vs_best_fusion"), *((l, f"{l}_delta") for l in LEARNED))}
+        print("against the better fusion:", summary)
+        report[mode] = {"first_stage": first_stage, "fusions": list(FUSIONS[mode]), "collections": rows,
+                        "summary": summary, "depth_curves": {"lambdamart": curves}}
+    report["collections"] = report["hybrid"]["collections"]
+    print(f"wrote {write_results('transfer', report)}")
+
+
+# hybrid: the pipeline's own first stage; from-run: each collection's BM25 top-100 brought in as an external
+# run (as a user brings a Pyserini or Elasticsearch run), reranked with the dense and lexical signals beside it
+MODES = {"hybrid": ("hybrid top-1,000 (BM25 + all-MiniLM-L6-v2, convex 0.5/0.5)", ANCHOR),
+         "from-run": ("an external BM25 top-100 (--from-run), with the dense and lexical signals", EXTERNAL_FALLBACK)}
+BASELINES = {"hybrid": {"lexical": "lexical", "dense": "dense", "rrf": "rrf", "convex": "fused"},
+             "from-run": {"external": "external", "dense": "dense", "rrf": "rrf", "convex": "convex",
+                          "old_fallback": "old_fallback"}}
+FUSIONS = {"hybrid": ("rrf", "convex"), "from-run": ("rrf", "convex")}
+LEARNED = ("lambdamart",)
+DEPTHS = {"hybrid": (20, 50, 100, 200, 1000), "from-run": (20, 50, 100)}
+EXTERNAL_DEPTH = 100
+# fixed before any collection was looked at; never tuned on a left-out collection
+LAMBDAMART = {"objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50,
+              "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambdarank_truncation_level": 20,
+              "num_threads": 2, "verbose": -1, "seed": 0}
+ROUNDS = 300
+
+
+def as_external_run(rows: pa.Table, depth: int = EXTERNAL_DEPTH) -> pa.Table:
+    """One query's candidates as the retrieve step would store them from an external BM25 top-``depth`` run:
+    the lexical side's top-``depth`` (every one is in the hybrid list, with its exact dense and BM25 signals),
+    its BM25 score and rank as the external run's and the candidate source's."""
+    rows = rows.filter(pc.less_equal(rows["lexical_rank"], depth)).sort_by("lexical_rank")
+    return (rows.set_column(rows.schema.get_field_index("rank"), "rank", rows["lexical_rank"])
+                .set_column(rows.schema.get_field_index("score"), "score", rows["lexical_score"])
+                .set_column(rows.schema.get_field_index("external_score"), "external_score", rows["lexical_score"])
+                .set_column(rows.schema.get_field_index("external_rank"), "external_rank", rows["lexical_rank"]))
+
+
+def _fusions(rows: pa.Table, k: int, mode: str) -> dict[str, np.ndarray]:
+    """The fixed rankings a run can be made of, per candidate of one query."""
+    matrix = QuerySignals(rows, k).matrix(rows["passage_id"].to_pylist()).astype(np.float64)
+    col = {name: matrix[:, SIGNALS.index(name)] for name in SIGNALS}
+    if mode == "hybrid":
+        return {"lexical": col["lexical"], "dense": col["dense"], "rrf": col["rrf"], "fused": col["fused"],
+                "fallback": anchor_scores(rows, k, ANCHOR)}
+    # convex over the three sides alike, each min-max normalised over the list; the fallback before this change
+    # was the demo anchor: the external score min-max (fused) + 0.5 RRF of the dense and lexical ranks only
+    norm = lambda v: (v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v)  # noqa: E731
+    return {"external": col["external"], "dense": col["dense"], "rrf": col["rrf"],
+            "convex": (norm(col["external"]) + norm(col["dense"]) + norm(col["lexical"])) / 3,
+            "old_fallback": col["fused"] + 0.5 * _two_sided_rrf(rows, k), "fallback": anchor_scores(rows, k, EXTERNAL_FALLBACK)}
+
+
+def _two_sided_rrf(rows: pa.Table, k: int) -> np.ndarray:
+    ranks = [rows[c].to_numpy().astype(np.float64) for c in ("dense_rank", "lexical_rank")]
+    return sum(np.where(r <= k, 1.0 / (RRF_K + r), 0.0) for r in ranks) * (RRF_K + 1) / 2
+
+
+def collection_lists(config, cache: Path, mode: str) -> dict:
+    """Every judged query's candidates as arrays: features, labels and fixed rankings (cached in ``cache``)."""
+    if cache.is_file():
+        saved = np.load(cache, allow_pickle=False)
+        return {key: saved[key] for key in saved.files}
+    candidates = read_ranked(config.work.candidates(config.split))
+    k = int(pc.max(candidates["rank"]).as_py())
+    qrels = read_qrels(config.data, config.split)
+    grades: dict[str, dict[str, int]] = {}
+    for q, p, r in zip(*(qrels[c].to_pylist() for c in ("query_id", "passage_id", "relevance"))):
+        grades.setdefault(q, {})[p] = r
+    queries = read_queries(config.data)
+    texts = dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist()))
+    ids, vectors = EmbeddingCache(config.work.passages).read_all()
+    position = {p: i for i, p in enumerate(ids)}
+    lexical = LexicalIndex.load(config.work.lexical)
+    parts: dict[str, list] = {}
+    for qid, rows in sorted(rows_by_query(candidates).items()):
+        rows = rows.sort_by("rank") if mode == "hybrid" else as_external_run(rows)
+        if not len(rows):  # no passage shares a term with the query: the external run has nothing for it
+            continue
+        pids = rows["passage_id"].to_pylist()
+        item = {"query": np.full(len(pids), qid), "passage": np.array(pids),
+                "features": list_features(rows, k, vectors[[position[p] for p in pids]], query_idf(lexical, texts[qid]),
+                                          MODES[mode][1]),
+                "label": np.array([grades.get(qid, {}).get(p, 0) for p in pids], dtype=np.int32),
+                **{f"by_{name}": scores for name, scores in _fusions(rows, k, mode).items()}}
+        for key, value in item.items():
+            parts.setdefault(key, []).append(value)
+    arrays = {key: np.concatenate(value) for key, value in parts.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **arrays)
+    return arrays
+
+
+def _groups(lists: dict) -> list[np.ndarray]:
+    """Row positions of each query, in first-stage order."""
+    _, starts = np.unique(lists["query"], return_index=True)
+    bounds = np.sort(np.append(starts, len(lists["query"])))
+    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _ordered(lists: dict, group: np.ndarray, by: str) -> np.ndarray:
+    """A query's rows ordered by one of its fixed rankings (ties: first-stage order)."""
+    return group[np.lexsort((np.arange(len(group)), -lists[f"by_{by}"][group]))]
+
+
+def train_lambdamart(sources: dict[str, dict], per_collection: int, depth: int, seed: int):
+    """LightGBM lambdarank on the fallback fusion's top-``depth`` of up to ``per_collection`` queries of each source
+    (queries with a relevant candidate), so that no single collection decides the model."""
+    import lightgbm
+
+    rng = np.random.default_rng(seed)
+    features, labels, sizes = [], [], []
+    for name in sorted(sources):
+        lists = sources[name]
+        groups = [g for g in (_ordered(lists, g, "fallback")[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
+        for i in sorted(rng.permutation(len(groups))[:per_collection]):
+            features.append(lists["features"][groups[i]])
+            labels.append(lists["label"][groups[i]])
+            sizes.append(len(groups[i]))
+    data = lightgbm.Dataset(np.concatenate(features), np.concatenate(labels), group=sizes,
+                            feature_name=list(LIST_FEATURES), free_raw_data=True)
+    return lightgbm.train(LAMBDAMART, data, num_boost_round=ROUNDS)
+
+
+def ranked(lists: dict, by: str, model=None, depth: int = 0) -> dict[str, dict[str, float]]:
+    """A run: each query's candidates ordered ``by`` a fixed ranking, the top ``depth`` reordered by ``model``.
+    Scores are strictly decreasing along the order so that trec_eval reads the same ranking."""
+    run = {}
+    for group in _groups(lists):
+        order = _ordered(lists, group, by)
+        if model is not None:
+            top = order[:depth]
+            predicted = model.predict(lists["features"][top], num_threads=2)
+            order = np.concatenate([top[np.lexsort((np.arange(len(top)), -predicted))], order[depth:]])
+        qid = str(lists["query"][group[0]])
+        run[qid] = {str(p): float(len(order) - i) for i, p in enumerate(lists["passage"][order])}
+    return run
+
+
+if __name__ == "__main__":
+    main()
