@@ -21,16 +21,16 @@ from pathlib import Path
 
 from listcon.model import PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
-from listcon.pipeline.evaluation.evaluate import DEFAULT_MEASURES
+from listcon.pipeline.evaluation.evaluate import DEFAULT_MEASURES, check_measures
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalSpec
 from listcon.pipeline.retrieval.retrieve import RetrieveOptions
 from listcon.jobs.lock import LockOptions
-from listcon.pipeline.store.workdir import Workdir, safe_name
+from listcon.pipeline.store.workdir import Workdir, safe_name, user_run_name
 from listcon.pipeline.training.loop import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
-from listcon.schemas import ConfigError, build, choice, option, to_dict
+from listcon.schemas import ConfigError, build, check_ranges, choice, option, to_dict
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class RayOptions:
 
     address: str | None = option(None, "attach to a Ray cluster (default: a quiet local Ray on this machine)",
                                   flag="--ray-address")
-    object_store_mb: int = option(512, "object store size of a local Ray (MiB)", flag=False)
+    object_store_mb: int = option(512, "object store size of a local Ray (MiB)", flag=False, at_least=80)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class TrainOptions:
     """The train step: which split, where the head goes, how it runs."""
 
     split: str = option("train", "the split to mine and train on (--split of mine and train)", flag=False)
-    k: int | None = option(None, "first-stage depth of the training split (default: [retrieve] k)", flag=False)
+    k: int | None = option(None, "first-stage depth of the training split (default: [retrieve] k)", flag=False, at_least=1)
     out: str | None = option(None, "checkpoint directory (default: W/head)")
     checkpoint: str | None = option(None, "rerank with this head instead of training one", flag=False)
     validate_on: str = choice("all", ("all", "main"), "all: mean nDCG@10 over every collection's held-out queries "
@@ -121,14 +121,14 @@ class RerankOptions:
 
     model_dir: str | None = option(None, "head checkpoint (default: the one [train] trains or names)")
     run_name: str = option("listcon", "name of the run (W/runs/S.<name>.trec)")
-    workers: int = option(1, "rerank actors")
-    shard_size: int = option(32, "queries per shard (resume granularity)")
+    workers: int = option(1, "rerank actors", at_least=1)
+    shard_size: int = option(32, "queries per shard (resume granularity)", at_least=1)
     depths: tuple[int, ...] = option((), "also rerank the top-N of each query at these depths (runs listcon-topN)",
                                      flag=False)
     settings: RerankSettings = option(RerankSettings(), "batching, precision, input policy", flag=False)
 
     def __post_init__(self) -> None:
-        safe_name(self.run_name, "run name")
+        user_run_name(self.run_name)
         if self.workers < 1 or self.shard_size < 1:
             raise ValueError(f"workers and shard_size must be at least 1, got {self.workers} and {self.shard_size}")
 
@@ -138,8 +138,16 @@ class EvaluateOptions:
     """What the report measures."""
 
     measures: tuple[str, ...] = option(DEFAULT_MEASURES, "ir-measures names; the first is the headline")
-    drop_self: bool = option(True, "drop a passage whose id is the query's own id from every run (BEIR's rule for "
-                                   "collections whose queries are also documents)")
+    drop_self: str = choice("auto", ("auto", "always", "never"),
+                            "drop a passage whose id is its query's id from every run (BEIR's rule for collections "
+                            "whose queries are also documents): auto where the passage's text is the query's, "
+                            "always (the collection declares it), never")
+    unknown_passages: str = choice("error", ("error", "count"),
+                                   "qrels judging a passage the corpus lacks: refuse, or count it as relevant but "
+                                   "never retrieved (a sample of a bigger corpus); retrieve and evaluate alike")
+
+    def __post_init__(self) -> None:
+        check_measures(self.measures)
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,7 @@ class Config:
 
     def __post_init__(self) -> None:
         safe_name(self.split, "split")
+        check_ranges(self, recurse=True)
 
     @property
     def work(self) -> Workdir:

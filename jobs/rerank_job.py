@@ -28,6 +28,7 @@ from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
 from listcon.pipeline.store.shards import ShardStore
+from listcon.pipeline.store.workdir import user_run_name
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 from listcon.schemas import RANKINGS, to_dict
 
@@ -56,6 +57,8 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     """Rerank W/candidates/<split> into W/rankings (+ a TREC run); ``depth`` reranks only each query's top-N."""
     split, options, work = split or config.split, config.rerank, config.work
     settings = replace(options.settings, depth=depth) if depth is not None else options.settings
+    if run_name is not None and depth is None:  # a name from the caller: the same rule as --run-name
+        user_run_name(run_name)
     run_name = run_name or options.run_name
     model_dir = config.head_dir
     log_config("rerank", {"data": config.data, "workdir": config.workdir, "split": split, "model_dir": model_dir,

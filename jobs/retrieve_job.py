@@ -16,7 +16,7 @@ from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.embed_job import ray_encoder
 from listcon.jobs.runtime import log_config, ray_running, release_freed_memory, stop_ray_started_since
-from listcon.pipeline.data.readers import judged_queries, read_corpus
+from listcon.pipeline.data.readers import judged_queries, read_corpus, read_queries
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.encoding.embed import embed_texts
 from listcon.pipeline.retrieval import faiss_index
@@ -25,11 +25,12 @@ from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
 from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.ranked_lists import TrecWriter, read_provenance, write_ranked
+from listcon.pipeline.store.workdir import FIRST_STAGE_RUN
 from listcon.schemas import CANDIDATES, to_dict
 
 log = logging.getLogger(__name__)
 
-FIRST_STAGE = "first_stage"
+FIRST_STAGE = FIRST_STAGE_RUN
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     k = k or options.k
     work, settings = config.work, config.encoder_settings
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
-    queries, _ = judged_queries(config.data, split, corpus.ids())
+    queries, _ = judged_queries(config.data, split, corpus.ids(), config.evaluate.unknown_passages)
     passages = EmbeddingCache(work.passages)
     index, passage_ids, manifest = faiss_index.load(work.index)
     if not manifest.covers(passages.version, passages.metadata):
@@ -79,7 +80,12 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     query_ids, query_texts = queries["id"].to_pylist(), queries["text"].to_pylist()
     external = None
     if options.from_run:
-        external = read_run(options.from_run, set(query_ids), corpus.ids())
+        known = set(read_queries(config.data)["id"].to_pylist())
+        external = read_run(options.from_run, set(query_ids), corpus.ids(), known, options.missing_queries)
+        if len(external) < len(query_ids):
+            lacking = sorted(set(query_ids) - external.keys())
+            log.warning("retrieve: the external run lacks %d of the split's %d queries (e.g. %s): they get no "
+                        "candidates (--missing-queries empty)", len(lacking), len(query_ids), lacking[:3])
     ray_was_running = ray_running()
     embed_texts(query_ids, query_texts, work.queries, settings, ray_encoder(config.ray), progress=progress, what="queries")
     stop_ray_started_since(ray_was_running)  # retrieval itself needs no Ray

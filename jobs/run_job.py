@@ -20,6 +20,7 @@ from listcon.jobs.rerank_job import RerankResult, rerank
 from listcon.jobs.retrieve_job import retrieve
 from listcon.jobs.runtime import log_config
 from listcon.jobs.train_job import TrainResult, train
+from listcon.pipeline.store.workdir import depth_run
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,6 @@ def run(config: Config, progress: bool = True) -> RunResult:
         training = train(config)
     reranked = {config.rerank.run_name: rerank(config, progress=progress)}
     for depth in config.rerank.depths:
-        name = f"{config.rerank.run_name}-top{depth}"
+        name = depth_run(config.rerank.run_name, depth)
         reranked[name] = rerank(config, depth=depth, run_name=name, progress=progress)
     return RunResult(config.head_dir, training, reranked, evaluate(config))

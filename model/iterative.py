@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from listcon.schemas import option
+from listcon.schemas import check_ranges, option
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -24,14 +24,12 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 class PruneSchedule:
     """Algorithm 1's parameters, defined once for reranking and training's validation."""
 
-    theta: int = option(20, "stop pruning once this many candidates remain; they are scored together")
-    beta: float = option(0.2, "fraction of the remaining candidates fixed at the bottom each round")
-    min_drop: int = option(10, "fewest candidates fixed per round (the released code's 10)")
+    theta: int = option(20, "stop pruning once this many candidates remain; they are scored together", at_least=1)
+    beta: float = option(0.2, "fraction of the remaining candidates fixed at the bottom each round", above=0, at_most=1)
+    min_drop: int = option(10, "fewest candidates fixed per round (the released code's 10)", at_least=1)
 
     def __post_init__(self) -> None:
-        if self.theta < 1 or not 0.0 < self.beta <= 1.0 or self.min_drop < 1:
-            raise ValueError(f"need theta >= 1, 0 < beta <= 1, min_drop >= 1; got theta={self.theta}, "
-                             f"beta={self.beta}, min_drop={self.min_drop}")
+        check_ranges(self)
 
 
 def iterative_rerank(

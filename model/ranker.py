@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listcon.model.attention import ATTENTIONS, attention_mask
-from listcon.schemas import SIGNALS, ConfigError, build, check_choices, choice, option
+from listcon.schemas import SIGNALS, build, check_choices, check_ranges, choice, ConfigError, option
 
 FEATURES = ("fused", "list", "original")
 CONFIG_FILE = "config.json"
@@ -39,15 +39,15 @@ class CheckpointError(ValueError):
 class ListConRankerConfig:
     """Shape and variant of the listwise head; stored in every checkpoint as config.json."""
 
-    embed_dim: int = option(384, "width of the encoder features (set from the cache when training)", flag=False)
-    hidden_size: int = option(384, "list width (a linear projection maps embed_dim to it when they differ)")
-    num_heads: int = option(12, "attention heads of the ListTransformer")
-    num_layers: int = option(2, "ListTransformer layers")
-    ffn_size: int = option(2048, "feed-forward width of each layer")
-    dropout: float = option(0.1, "dropout in the ListTransformer")
+    embed_dim: int = option(384, "width of the encoder features (set from the cache when training)", flag=False, at_least=1)
+    hidden_size: int = option(384, "list width (a linear projection maps embed_dim to it when they differ)", at_least=1)
+    num_heads: int = option(12, "attention heads of the ListTransformer", at_least=1)
+    num_layers: int = option(2, "ListTransformer layers", at_least=1)
+    ffn_size: int = option(2048, "feed-forward width of each layer", at_least=1)
+    dropout: float = option(0.1, "dropout in the ListTransformer", at_least=0, at_most=0.9)
     attention: str = choice("list", ATTENTIONS, "list: ListAttention (the paper); bidirectional; passage")
     features: str = choice("fused", FEATURES, "fused: both score branches (the paper); list or original only")
-    layer_norm_eps: float = option(1e-5, "LayerNorm epsilon", flag=False)
+    layer_norm_eps: float = option(1e-5, "LayerNorm epsilon", flag=False, above=0)
     # Not in the paper: score = sigmoid(a * cos(h_q, h_i) + b * head_logit) with a, b learned and
     # initialised (a=10, b=0) so the untrained head ranks exactly like the first stage.
     first_stage_prior: bool = option(False, "score = sigmoid(a*cos + b*head), starting as the first stage (not in the paper)")
@@ -63,9 +63,10 @@ class ListConRankerConfig:
                                       flag=False)
     # Bound on the head's contribution to the logit: cap * tanh(b * head / cap), so the learned part can
     # reorder only candidates the prior scores within 2 * cap of each other (None: unbounded).
-    head_cap: float | None = option(None, "bound on the learned part's logit (anchors the ranking to the prior)")
+    head_cap: float | None = option(None, "bound on the learned part's logit (anchors the ranking to the prior)", above=0)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         check_choices(self)
         unknown = [n for n in self.signals if n not in SIGNALS]
         if unknown or len(set(self.signals)) != len(self.signals):
@@ -74,12 +75,9 @@ class ListConRankerConfig:
                             or min(self.anchor.values()) < 0 or sum(self.anchor.values()) <= 0):
             raise ValueError(f"anchor weighs signals the head takes ({list(self.signals)}) with non-negative weights "
                              f"summing above 0; got {self.anchor}")
-        if self.head_cap is not None and (self.head_cap <= 0 or not (self.first_stage_prior or self.signals)):
-            raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals, "
-                             f"and a positive value; got {self.head_cap}")
-        for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "ffn_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.head_cap is not None and not (self.first_stage_prior or self.signals):
+            raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals; "
+                             f"got {self.head_cap}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"

@@ -11,7 +11,7 @@ from listcon.schemas.embeddings import (
     encoder_metadata,
     vectors_table,
 )
-from listcon.schemas.config import ConfigError, build, check_choices, choice, option, to_dict
+from listcon.schemas.config import ConfigError, build, check_choices, check_ranges, choice, option, to_dict
 from listcon.schemas.errors import DataError
 from listcon.schemas.texts import TEXTS
 from listcon.schemas.records import CORPUS, QRELS, QUERIES, check_known_ids, check_unique_ids, passage_text
@@ -33,6 +33,7 @@ __all__ = [
     "VECTOR_DTYPES",
     "build",
     "check_choices",
+    "check_ranges",
     "check_finite",
     "check_known_ids",
     "check_unique_ids",

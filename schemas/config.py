@@ -22,13 +22,16 @@ class ConfigError(ValueError):
     """A config value that cannot be used: says which key, in which section, and why."""
 
 
-def option(default: Any, help: str = "", *, choices: tuple | None = None, flag: bool | str = True) -> Any:
-    """A dataclass field with its help text (and choices) kept beside the default.
+def option(default: Any, help: str = "", *, choices: tuple | None = None, flag: bool | str = True,
+           at_least: float | None = None, above: float | None = None, at_most: float | None = None) -> Any:
+    """A dataclass field with its help text, choices and valid range kept beside the default.
 
     ``flag=False`` keeps a field out of the generated command-line flags (config file only);
-    a string names the flag when it is not the field's name (``"--ray-address"``).
+    a string names the flag when it is not the field's name (``"--ray-address"``). ``at_least`` /
+    ``above`` / ``at_most`` bound a number (``check_ranges``); every float must be finite.
     """
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "flag": flag}
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "flag": flag,
+                "range": (at_least, above, at_most)}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     if dataclasses.is_dataclass(default):
@@ -54,6 +57,40 @@ def check_choices(config: Any) -> None:
             raise ConfigError(f"{field.name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+def describe_range(field: dataclasses.Field) -> str:
+    """The valid values of a numeric field in words ("" when it declares no bound)."""
+    at_least, above, at_most = field.metadata.get("range", (None, None, None))
+    parts = [f"at least {at_least:g}" if at_least is not None else "", f"above {above:g}" if above is not None else "",
+             f"at most {at_most:g}" if at_most is not None else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def check_ranges(config: Any, section: str = "", recurse: bool = False) -> None:
+    """Refuse a number outside its field's declared range, and any NaN or infinite float, naming the key
+    (``recurse``: nested records too). One rule for TOML, flags and records built in code."""
+    import math
+
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        key = where(section, field.name)
+        if recurse and dataclasses.is_dataclass(value):
+            check_ranges(value, key, recurse)
+            continue
+        if recurse and isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
+            for i, item in enumerate(value):
+                check_ranges(item, f"{key}[{i}]", recurse)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        at_least, above, at_most = field.metadata.get("range", (None, None, None))
+        bounded = describe_range(field)
+        if (isinstance(value, float) and not math.isfinite(value)) or (at_least is not None and value < at_least) \
+                or (above is not None and value <= above) or (at_most is not None and value > at_most):
+            expected = f"a finite number{' ' + bounded if bounded else ''}" if isinstance(value, float) or not bounded \
+                else f"an integer {bounded}"
+            raise ConfigError(f"{key} must be {expected}; got {value!r}")
+
+
 def where(section: str, key: str) -> str:
     return f"{section}.{key}" if section else key
 
@@ -71,9 +108,11 @@ def build(cls: type[T], data: dict, section: str = "") -> T:
             raise ConfigError(f"unknown config key {where(section, key)!r}{hint}")
     values = {key: convert(hints[key], value, where(section, key), known[key]) for key, value in data.items()}
     try:
-        return cls(**values)
+        record = cls(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[{section or cls.__name__}] {err}") from None
+    check_ranges(record, section)
+    return record
 
 
 def convert(kind: Any, value: Any, key: str, field: dataclasses.Field | None = None) -> Any:

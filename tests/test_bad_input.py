@@ -34,7 +34,66 @@ def heads(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, adi_embedded) -> Path:
+    """adi data directories with one thing wrong each (corpus and queries linked), and bad external runs."""
+    root = tmp_path_factory.mktemp("bad-data")
+    adi = data_dir("adi")
+    qrels = (adi / "qrels" / "test.tsv").read_text()
+    variants = {
+        "phantom-query": qrels + "9999\t17\t1\n",          # a query that is not in queries.jsonl
+        "unknown-passage": qrels + "1\t99999\t1\n",        # a passage that is not in the corpus
+        "header-only": "query-id\tcorpus-id\tscore\n",      # no judgment: every measure would be 0
+    }
+    for name, text in variants.items():
+        (root / name / "qrels").mkdir(parents=True)
+        for f in ("corpus.jsonl", "queries.jsonl"):
+            (root / name / f).symlink_to(adi / f)
+        (root / name / "qrels" / "test.tsv").write_text(text)
+    lexical = (adi_embedded / "runs" / "test.lexical.trec").read_text().splitlines()
+    (root / "empty.trec").write_text("")
+    (root / "one-query.trec").write_text("\n".join(l for l in lexical if l.split()[0] == "1") + "\n")
+    (root / "unknown-query.trec").write_text("\n".join(lexical + ["9999 Q0 17 1 3.5 other"]) + "\n")
+    return root
+
+
 CASES = [
+    # names the pipeline writes itself are not a user's to take
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--run-name", "first_stage"],
+     "run name 'first_stage' is reserved: the retrieve step writes"),
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--run-name", "hybrid-rrf"],
+     "run name 'hybrid-rrf' is reserved"),
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--run-name", "listcon-top20"],
+     "run name 'listcon-top20' is reserved: <run>-top<N> names"),
+    # a run that would replace the candidates with nothing, a fragment, or ids nobody knows
+    (["retrieve", "{data}", "--workdir", "{work}", "--from-run", "{bad}/empty.trec"], "the run is empty"),
+    (["retrieve", "{data}", "--workdir", "{work}", "--from-run", "{bad}/one-query.trec"],
+     "the run lacks 34 of the split's 35 queries"),
+    (["retrieve", "{data}", "--workdir", "{work}", "--from-run", "{bad}/unknown-query.trec"],
+     "query '9999' is not in the collection's queries"),
+    # qrels that do not match the data
+    (["evaluate", "{bad}/phantom-query", "--workdir", "{work}"], "1 query id(s) are not in the query collection"),
+    (["evaluate", "{bad}/unknown-passage", "--workdir", "{work}"], "1 corpus id(s) are not in the corpus, e.g. ['99999']"),
+    (["retrieve", "{bad}/unknown-passage", "--workdir", "{work}"], "pass --unknown-passages count"),
+    (["evaluate", "{bad}/header-only", "--workdir", "{work}"], "no judgments"),
+    (["evaluate", "{data}", "--workdir", "{work}", "--measures", "nDCG@ten"], "measure 'nDCG@ten' is not an ir-measures"),
+    # numbers out of their range, refused before any work, alike from flags and TOML
+    (["embed", "{data}", "--workdir", "{work}", "--max-length", "0"], "max_length must be an integer at least 1; got 0"),
+    (["index", "--workdir", "{work}", "--k1", "-1"], "k1 must be a finite number at least 0; got -1.0"),
+    (["index", "--workdir", "{work}", "--b", "1.5"], "b must be a finite number at least 0 and at most 1"),
+    (["retrieve", "{data}", "--workdir", "{work}", "--fusion", "rrf", "--rrf-k", "-60"], "rrf_k must be an integer at least 0"),
+    (["retrieve", "{data}", "--workdir", "{work}", "--convex-weight", "nan"], "convex_weight must be a finite number"),
+    (["retrieve", "{data}", "--workdir", "{work}", "--k", "0"], "k must be an integer at least 1; got 0"),
+    (["train", "{data}", "--workdir", "{work}", "--split", "test", "--lr", "nan"], "lr must be a finite number above 0; got nan"),
+    (["train", "{data}", "--workdir", "{work}", "--split", "test", "--lr", "inf"], "lr must be a finite number above 0; got inf"),
+    (["train", "{data}", "--workdir", "{work}", "--split", "test", "--epochs", "0"], "epochs must be an integer at least 1"),
+    (["train", "{data}", "--workdir", "{work}", "--split", "test", "--dropout", "1.5"], "dropout must be a finite number"),
+    (["mine", "{data}", "--workdir", "{work}", "--split", "test", "--holdout-fraction", "1.5"],
+     "holdout_fraction must be a finite number at least 0 and at most 0.9"),
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--beta", "0"],
+     "beta must be a finite number above 0 and at most 1; got 0.0"),
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--theta", "-5"],
+     "theta must be an integer at least 1"),
     (["embed", "{data}", "--workdir", "{work}", "--concurrency", "0"], "concurrency must be at least 1 encoder actor"),
     (["embed", "{data}", "--workdir", "{work}", "--cpus-per-actor", "0"], "cpus_per_actor must be positive"),
     (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--run-name", "x/../../../ESCAPED"],
@@ -43,7 +102,7 @@ CASES = [
     (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/narrow"],
      "the checkpoint expects embed_dim=16, but the passage cache"),
     (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/array"], "is not a listcon-head/1 config"),
-    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/zero-heads"], "num_heads must be at least 1"),
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/zero-heads"], "num_heads must be an integer at least 1; got 0"),
     (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/string"], "hidden_size"),
     (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/fits", "--precision", "fp16"],
      "precision fp16 needs a CUDA device, but this runs on cpu"),
@@ -51,9 +110,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a[:1] + a[3:]) for a, _ in CASES])
-def test_bad_input_is_one_clear_line_and_changes_nothing(adi_embedded, heads, caplog, args, message):
+def test_bad_input_is_one_clear_line_and_changes_nothing(adi_embedded, heads, bad, caplog, args, message):
     before = tree(adi_embedded)
-    filled = [a.format(data=data_dir("adi"), work=adi_embedded, heads=heads) for a in args]
+    filled = [a.format(data=data_dir("adi"), work=adi_embedded, heads=heads, bad=bad) for a in args]
     assert main(filled) == 2
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and message in errors[0].getMessage() and "\n" not in errors[0].getMessage()

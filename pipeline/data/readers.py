@@ -96,22 +96,38 @@ def read_queries(data: str | Path) -> pa.Table:
 
 
 def read_qrels(data: str | Path, split: str) -> pa.Table:
-    """Read ``qrels/<split>.tsv`` (header ``query-id corpus-id score``) as (query_id, passage_id, relevance)."""
+    """Read ``qrels/<split>.tsv`` as (query_id, passage_id, relevance).
+
+    Two layouts, told apart by the first judgment line: BEIR's tab-separated ``query-id corpus-id score``
+    (an optional header), or TREC's whitespace-separated ``qid iteration docid relevance``. A file with
+    no judgment is refused: every measure would be 0.
+    """
     path = Path(data) / "qrels" / f"{split}.tsv"
     if not path.is_file():
         available = sorted(p.stem for p in (Path(data) / "qrels").glob("*.tsv"))
         raise DataError(str(path), f"no qrels for split {split!r}; available splits: {available}")
-    rows, seen = [], {}
-    with open(path, encoding="utf-8") as handle:
+    rows, seen, layout = [], {}, None
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
-            fields = line.rstrip("\n").split("\t")
-            if number == 1 and fields[0] in ("query-id", "query_id", "qid"):
+            line = line.rstrip("\r\n")
+            if not line.strip():
                 continue
-            if fields == [""]:
-                continue
-            if len(fields) < 3:
-                raise DataError(str(path), f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}", record=f"line {number}")
             where = f"line {number}"
+            if layout is None:
+                if line.split("\t")[0] in ("query-id", "query_id", "qid"):
+                    continue
+                layout = "trec" if len(line.split()) == 4 and len(line.split("\t")) != 3 else "beir"
+            if layout == "trec":
+                fields = line.split()
+                if len(fields) != 4:
+                    raise DataError(str(path), f"expected TREC qrels 'qid iteration docid relevance' (4 fields, as the "
+                                               f"first line), got {len(fields)}", record=where)
+                fields = [fields[0], fields[2], fields[3]]
+            else:
+                fields = line.split("\t")
+                if len(fields) != 3:
+                    raise DataError(str(path), f"expected 3 tab-separated fields (query-id, corpus-id, score), got "
+                                               f"{len(fields)}", record=where)
             try:
                 grade = float(fields[2])
             except ValueError:
@@ -129,12 +145,21 @@ def read_qrels(data: str | Path, split: str) -> pa.Table:
             if pair not in seen:
                 seen[pair] = (int(grade), where)
                 rows.append({"query_id": fields[0], "passage_id": fields[1], "relevance": int(grade)})
+    if not rows:
+        raise DataError(str(path), "no judgments (only a header or blank lines); expected 'query-id corpus-id score' lines")
     return pa.Table.from_pylist(rows, schema=QRELS)
 
 
-def judged_queries(data: str | Path, split: str, corpus_ids: set[str] | None = None) -> tuple[pa.Table, pa.Table]:
+UNKNOWN_PASSAGE_POLICIES = ("error", "count")
+
+
+def judged_queries(data: str | Path, split: str, corpus_ids: set[str] | None = None,
+                   unknown_passages: str = "error") -> tuple[pa.Table, pa.Table]:
     """The split's judged queries and its qrels, checking every referenced id exists.
 
+    One policy for every step that reads qrels: a query id not in ``queries.jsonl`` is refused; a
+    passage id not in ``corpus_ids`` is refused, or with ``unknown_passages="count"`` (reranking a
+    sample of a bigger corpus) kept as relevant-but-unretrievable and counted in the log.
     Queries without judgments are left out (evaluation is over the qrels' queries).
     """
     queries = read_queries(data)
@@ -142,7 +167,15 @@ def judged_queries(data: str | Path, split: str, corpus_ids: set[str] | None = N
     source = str(Path(data) / "qrels" / f"{split}.tsv")
     check_known_ids(qrels["query_id"].to_pylist(), set(queries["id"].to_pylist()), source, "query-id", "query")
     if corpus_ids is not None:
-        check_known_ids(qrels["passage_id"].to_pylist(), corpus_ids, source, "corpus-id", "corpus")
+        judged = qrels["passage_id"].to_pylist()
+        unknown = sorted({p for p in judged if p not in corpus_ids})
+        if unknown and unknown_passages != "count":
+            raise DataError(source, f"{len(unknown)} corpus id(s) are not in the corpus, e.g. {unknown[:5]}; to score "
+                                    "anyway (a sample of a bigger corpus), pass --unknown-passages count",
+                            column="corpus-id")
+        if unknown:
+            log.warning("%s: %d judged passage(s) are not in the corpus (e.g. %s); counted as relevant but never "
+                        "retrieved (--unknown-passages count)", source, len(unknown), unknown[:3])
     judged = set(qrels["query_id"].to_pylist())
     keep = [i for i, q in enumerate(queries["id"].to_pylist()) if q in judged]
     return queries.take(keep), qrels
@@ -176,7 +209,7 @@ def _read_jsonl(path: Path, fields: tuple[str, ...], required: tuple[str, ...], 
                 break
             loc = f"line {number}"
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM opening the file is fine
             except UnicodeDecodeError as err:
                 raise DataError(str(path), f"invalid UTF-8 at byte {err.start} of the line", record=loc) from None
             if not line.strip():

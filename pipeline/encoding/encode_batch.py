@@ -14,7 +14,7 @@ import torch
 from listcon.model import PRECISIONS
 from listcon.model.encoder import BACKENDS, POOLINGS, BatchEncoder
 from listcon.model.onnx_encoder import load_encoder
-from listcon.schemas import VECTOR_DTYPES, check_choices, check_finite, choice, option
+from listcon.schemas import VECTOR_DTYPES, check_choices, check_finite, check_ranges, choice, option
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,9 @@ class EncoderSettings:
     model: str | None = option(None, "local HF model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
     pooling: str = choice("mean", POOLINGS, "mean: masked mean pooling (the released method); cls")
     normalize: bool = option(False, "L2-normalise stored vectors (the released method does not)")
-    max_length: int | None = option(None, "token limit (default: the model's configured one)")
+    max_length: int | None = option(None, "token limit (default: the model's configured one)", at_least=1)
     dtype: str = choice("float32", tuple(sorted(VECTOR_DTYPES)), "storage precision of the vectors")
-    batch_size: int | None = option(None, "texts per encoder batch (default: 64 on CPU, 256 on a GPU)")
+    batch_size: int | None = option(None, "texts per encoder batch (default: 64 on CPU, 256 on a GPU)", at_least=1)
     precision: str = choice("auto", PRECISIONS, "encoder arithmetic: auto is bf16 autocast on CUDA, fp32 on CPU")
     backend: str = choice("torch", BACKENDS, "torch; onnx (ONNX Runtime on CPU, same vectors, faster); "
                           "onnx-int8 (int8 weights, faster still, vectors within ~0.005 cosine); "
@@ -34,9 +34,8 @@ class EncoderSettings:
     export_dir: str | None = option(None, "where ONNX exports are cached (default: W/encoders)")
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         check_choices(self)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
     def batch_for(self, device: str | None) -> int:
         """Texts per batch on ``device``: the configured size, else 64 on CPU and 256 on a GPU, which

@@ -15,6 +15,19 @@ import pyarrow as pa
 DEFAULT_MEASURES = ("nDCG@10", "AP@1000", "RR@10", "R@100", "R@1000")
 
 
+def check_measures(measures: Iterable[str]) -> tuple[str, ...]:
+    """The measures if ir-measures parses each, else ValueError naming the first it does not."""
+    for name in measures:
+        try:
+            ir_measures.parse_measure(name)
+        except (ValueError, NameError, SyntaxError, TypeError, AttributeError):
+            raise ValueError(f"measure {name!r} is not an ir-measures name (e.g. nDCG@10, AP@1000, RR@10, "
+                             "R@100, P@5)") from None
+    if not measures:
+        raise ValueError("measures must name at least one measure (the first is the headline)")
+    return tuple(measures)
+
+
 def qrels_records(qrels: pa.Table) -> list[ir_measures.Qrel]:
     return [ir_measures.Qrel(q, p, int(r)) for q, p, r in zip(qrels["query_id"].to_pylist(),
                                                                qrels["passage_id"].to_pylist(),
@@ -35,10 +48,12 @@ def per_query(qrels: pa.Table, run: dict[str, dict[str, float]], measures: Itera
     return values
 
 
-def without_self(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def without_self(run: dict[str, dict[str, float]], queries: set[str] | None = None) -> dict[str, dict[str, float]]:
     """The run without a passage whose id is its query's id (BEIR's rule for collections whose
-    queries are also documents, where the query would otherwise retrieve itself)."""
-    return {q: {p: s for p, s in docs.items() if p != q} for q, docs in run.items()}
+    queries are also documents, where the query would otherwise retrieve itself), for every query
+    or only those in ``queries``."""
+    return {q: {p: s for p, s in docs.items() if p != q} if queries is None or q in queries else docs
+            for q, docs in run.items()}
 
 
 def aggregate(values: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 from listcon.pipeline.store.atomic import swap_dir
-from listcon.schemas import check_choices, choice, option
+from listcon.schemas import check_choices, check_ranges, choice, option
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,14 @@ class IndexSpec:
 
     kind: str = choice("flat", KINDS, "flat: exact; ivf and hnsw: approximate")
     metric: str = choice("cosine", METRICS, "cosine over normalised copies, or raw inner product")
-    nlist: int | None = option(None, "IVF lists (default: about 4*sqrt(n))")
-    nprobe: int = option(32, "IVF lists searched")
-    hnsw_m: int = option(32, "HNSW links per node")
-    ef_search: int = option(256, "HNSW search breadth")
+    nlist: int | None = option(None, "IVF lists (default: about 4*sqrt(n))", at_least=1)
+    nprobe: int = option(32, "IVF lists searched", at_least=1)
+    hnsw_m: int = option(32, "HNSW links per node", at_least=2)
+    ef_search: int = option(256, "HNSW search breadth", at_least=1)
     use_gpu: bool = option(True, "search on the GPU where faiss-gpu and a GPU are present")
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         check_choices(self)
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 from listcon.pipeline.store.atomic import swap_dir
-from listcon.schemas import check_choices, choice, option
+from listcon.schemas import check_choices, check_ranges, choice, option
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,14 @@ INDEX_DIR = "bm25s"
 class LexicalSpec:
     """How passages and queries are tokenised and scored (recorded in the index manifest)."""
 
-    k1: float = option(1.5, "BM25 term-frequency saturation")
-    b: float = option(0.75, "BM25 length normalisation")
+    k1: float = option(1.5, "BM25 term-frequency saturation", at_least=0)
+    b: float = option(0.75, "BM25 length normalisation", at_least=0, at_most=1)
     method: str = choice("lucene", METHODS, "BM25 variant (bm25s)")
     stemmer: str | None = option("english", "Snowball stemmer language (PyStemmer); unset for none")
     stopwords: str | None = option("en", "stop-word list (bm25s); unset for none")
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         check_choices(self)
 
 

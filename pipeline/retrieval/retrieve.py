@@ -24,33 +24,33 @@ from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
-from listcon.schemas import CANDIDATES, check_choices, choice, option
+from listcon.pipeline.store.workdir import COMPARISON_RUNS
+from listcon.schemas import CANDIDATES, check_choices, check_ranges, choice, option
 
 log = logging.getLogger(__name__)
 
 METHODS = ("hybrid", "dense", "lexical")
 FUSIONS = ("convex", "rrf")
-COMPARISONS = ("dense", "lexical", "hybrid-rrf", "hybrid-convex")  # first-stage runs written beside the candidates
+COMPARISONS = COMPARISON_RUNS  # first-stage runs written beside the candidates
 
 
 @dataclass(frozen=True)
 class RetrieveOptions:
     """Where candidates come from and how many."""
 
-    k: int = option(1000, "candidates per query")
+    k: int = option(1000, "candidates per query", at_least=1)
     method: str = choice("hybrid", METHODS, "candidate source: fused dense + BM25, or one side")
     fusion: str = choice("convex", FUSIONS, "hybrid fusion: min-max convex combination, or reciprocal rank fusion")
-    convex_weight: float = option(0.5, "weight of the dense side in convex fusion")
-    rrf_k: int = option(60, "RRF constant")
+    convex_weight: float = option(0.5, "weight of the dense side in convex fusion", at_least=0, at_most=1)
+    rrf_k: int = option(60, "RRF constant", at_least=0)
     from_run: str | None = option(None, "take candidates from this external run (TREC, or Parquet/Lance with "
                                         "query_id, passage_id, score) instead of retrieving them")
+    missing_queries: str = choice("error", ("error", "empty"), "a split query the external run lacks: refuse the "
+                                  "run (error), or give that query no candidates (empty; counted in the log)")
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         check_choices(self)
-        if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
-        if not 0.0 <= self.convex_weight <= 1.0:
-            raise ValueError(f"convex_weight must be in [0, 1], got {self.convex_weight}")
 
 
 def clamp_k(k: int, count: int) -> int:

@@ -193,7 +193,7 @@ def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag:
 def read_trec(path: str | Path) -> dict[str, dict[str, float]]:
     """A TREC run as ``{query_id: {passage_id: score}}``."""
     run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.split()
             if len(fields) != 6:

@@ -18,6 +18,30 @@ def safe_name(value: str, what: str) -> str:
     return value
 
 
+# Runs the pipeline writes itself: the candidates' own run and the first stages it compares against
+# (retrieve), and each rerank run's depth runs (<run>-top<N>). A user's run name may not take them.
+FIRST_STAGE_RUN = "first_stage"
+COMPARISON_RUNS = ("dense", "lexical", "hybrid-rrf", "hybrid-convex")
+DEPTH_RUN = re.compile(r".+-top[0-9]+")
+
+
+def depth_run(run: str, depth: int) -> str:
+    """The name of ``run``'s rerank of each query's top-``depth``."""
+    return f"{run}-top{depth}"
+
+
+def user_run_name(value: str, what: str = "run name") -> str:
+    """``value`` if it is a safe name that no pipeline writer owns, else ValueError naming the clash."""
+    safe_name(value, what)
+    if value in (FIRST_STAGE_RUN, *COMPARISON_RUNS):
+        raise ValueError(f"{what} {value!r} is reserved: the retrieve step writes W/runs/<split>.{value}.trec "
+                         f"(reserved: {', '.join((FIRST_STAGE_RUN, *COMPARISON_RUNS))}, and <run>-top<N>)")
+    if DEPTH_RUN.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is reserved: <run>-top<N> names the rerank of each query's top-N "
+                         "(the depth runs); choose a name that does not end in -top<N>")
+    return value
+
+
 @dataclass(frozen=True)
 class Workdir:
     """Paths of every artefact under ``root``; Lance tables may live under ``lance_root``

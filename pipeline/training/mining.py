@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from listcon.pipeline.store.ranked_lists import candidate_lists
-from listcon.schemas import SIGNALS, TRAINING_LISTS, check_choices, choice, option
+from listcon.schemas import SIGNALS, TRAINING_LISTS, check_choices, check_ranges, choice, option
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,16 @@ SAMPLINGS = ("top", "uniform")
 class MiningSettings:
     """How training lists are drawn (part of the mine job's config)."""
 
-    list_size: int = option(20, "passages per training list")
-    max_positives: int = option(4, "most positives per list")
-    depth: int = option(100, "negatives come from the top-N candidates")
+    list_size: int = option(20, "passages per training list", at_least=2)
+    max_positives: int = option(4, "most positives per list", at_least=1)
+    depth: int = option(100, "negatives come from the top-N candidates", at_least=1)
     sampling: str = choice("uniform", SAMPLINGS, "top: the highest-ranked negatives; uniform: a random draw from the top-N")
-    holdout_fraction: float = option(0.1, "fraction of queries held out for validation")
-    seed: int = option(0, "seed of the negative draw and the holdout")
+    holdout_fraction: float = option(0.1, "fraction of queries held out for validation", at_least=0, at_most=0.9)
+    seed: int = option(0, "seed of the negative draw and the holdout", at_least=0)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         check_choices(self)
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 1 <= self.max_positives < self.list_size:
             raise ValueError(f"need 1 <= max_positives < list_size, got {self.max_positives} and {self.list_size}")
 
