@@ -140,3 +140,71 @@ def test_a_broken_encoder_directory_is_a_named_error(tiny_bert_dir, tmp_path, ca
     assert f"encoder {broken} cannot be loaded" in caplog.text and "Traceback" not in caplog.text
     assert not (tmp_path / "w" / "passages.lance").exists()
 
+
+
+# -- inputs that are not errors, and what they give ------------------------------------------------
+
+
+@pytest.fixture
+def copy(adi_embedded, tmp_path) -> Path:
+    return Path(shutil.copytree(adi_embedded, tmp_path / "w"))
+
+
+def _metrics(work: Path) -> dict:
+    return json.loads((work / "reports" / "test" / "metrics.json").read_text())
+
+
+def test_the_self_match_rule_drops_only_a_passage_that_is_its_query(copy, tmp_path):
+    """adi judges 4 (query, passage) pairs whose ids coincide; they are real answers, not the query itself."""
+    from listcon.pipeline.data.readers import read_qrels
+    from listcon.pipeline.evaluation.evaluate import per_query, without_self
+    from listcon.pipeline.store.ranked_lists import read_trec
+
+    adi = data_dir("adi")
+    qrels = read_qrels(adi, "test")
+    same_id = [(q, p) for q, p, r in zip(*(qrels[c].to_pylist() for c in ("query_id", "passage_id", "relevance")))
+               if q == p and r > 0]
+    assert len(same_id) == 4
+    assert main(["evaluate", str(adi), "--workdir", str(copy)]) == 0
+    run = read_trec(copy / "runs" / "test.first_stage.trec")
+    kept = per_query(qrels, run, ["nDCG@10"])["nDCG@10"]
+    assert _metrics(copy)["runs"]["first_stage"]["nDCG@10"]["mean"] == pytest.approx(sum(kept.values()) / len(kept))
+    assert _metrics(copy)["self_dropped_queries"] == 0
+    # a collection whose query 1 is passage 1's own text: auto drops that passage from query 1's lists only
+    data = tmp_path / "selfish"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").symlink_to(adi / "corpus.jsonl")
+    (data / "qrels" / "test.tsv").symlink_to(adi / "qrels" / "test.tsv")
+    passage = json.loads((adi / "corpus.jsonl").read_text().splitlines()[0])
+    lines = [json.loads(l) for l in (adi / "queries.jsonl").read_text().splitlines()]
+    lines = [{**q, "text": " ".join(t for t in (passage["title"], passage["text"]) if t)} if q["_id"] == passage["_id"] else q
+             for q in lines]
+    (data / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in lines))
+    assert main(["evaluate", str(data), "--workdir", str(copy)]) == 0
+    dropped = per_query(qrels, without_self(run, {passage["_id"]}), ["nDCG@10"])["nDCG@10"]
+    assert _metrics(copy)["self_dropped_queries"] == 1
+    assert _metrics(copy)["runs"]["first_stage"]["nDCG@10"]["mean"] == pytest.approx(sum(dropped.values()) / len(dropped))
+    assert main(["evaluate", str(adi), "--workdir", str(copy), "--drop-self", "always"]) == 0
+    assert _metrics(copy)["self_dropped_queries"] == 35  # every query has a same-id passage in adi: all dropped
+
+
+def test_a_stray_file_among_the_runs_is_named_and_left_out(copy, caplog):
+    (copy / "runs" / "test.notes.trec").write_text("these are my notes\n")
+    assert main(["evaluate", str(data_dir("adi")), "--workdir", str(copy)]) == 0
+    assert "test.notes.trec is not a TREC run and is left out of the report" in caplog.text
+    assert "notes" not in _metrics(copy)["runs"] and "Left out, not TREC runs: test.notes.trec" in \
+        (copy / "reports" / "test" / "report.md").read_text()
+
+
+def test_a_run_lacking_queries_ranks_them_empty_only_when_asked(copy, bad, caplog):
+    from listcon.pipeline.store.ranked_lists import read_ranked
+
+    assert main(["retrieve", str(data_dir("adi")), "--workdir", str(copy), "--from-run", str(bad / "one-query.trec"),
+                 "--missing-queries", "empty", "--no-progress"]) == 0
+    assert set(read_ranked(str(copy / "candidates" / "test.lance"))["query_id"].to_pylist()) == {"1"}
+    assert "the external run lacks 34 of the split's 35 queries" in caplog.text
+
+
+def test_unknown_judged_passages_are_counted_when_asked(copy, bad, caplog):
+    assert main(["evaluate", str(bad / "unknown-passage"), "--workdir", str(copy), "--unknown-passages", "count"]) == 0
+    assert "1 judged passage(s) are not in the corpus (e.g. ['99999'])" in caplog.text

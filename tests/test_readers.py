@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import lance
 import pyarrow as pa
@@ -20,6 +21,7 @@ def write_jsonl(path, records):
 
 
 def beir(tmp_path, corpus, queries=({"_id": "q1", "text": "cell"},), qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     write_jsonl(tmp_path / "corpus.jsonl", corpus)
     write_jsonl(tmp_path / "queries.jsonl", queries)
     (tmp_path / "qrels").mkdir()
@@ -135,3 +137,36 @@ def test_an_id_with_whitespace_is_refused_where_it_is_read(tmp_path):
     data = beir(tmp_path, [{"_id": "d 1", "text": "a cell"}, {"_id": "d2", "text": "a gene"}])
     with pytest.raises(DataError, match=r"corpus.jsonl, line 1, column '_id': id 'd 1' contains whitespace"):
         read_corpus(data)
+
+
+def test_trec_qrels_read_as_the_beir_layout_would(tmp_path):
+    """TREC's 'qid iteration docid relevance' used to be misread as (qid, '0', grade=docid)."""
+    beir_layout = read_qrels(beir(tmp_path / "b", DOCS, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\n"), "test")
+    trec = read_qrels(beir(tmp_path / "t", DOCS, qrels="q1 0 d1 1\nq1 0 d2 0\n"), "test")
+    tabs = read_qrels(beir(tmp_path / "tab", DOCS, qrels="q1\t0\td1\t1\nq1\t0\td2\t0\n"), "test")
+    assert trec.to_pylist() == tabs.to_pylist() == beir_layout.to_pylist()
+    with pytest.raises(DataError, match=r"line 2: expected TREC qrels 'qid iteration docid relevance' \(4 fields"):
+        read_qrels(beir(tmp_path / "mixed", DOCS, qrels="q1 0 d1 1\nq1 d2 0\n"), "test")
+
+
+def test_qrels_without_a_judgment_are_refused(tmp_path):
+    data = beir(tmp_path, DOCS, qrels="query-id\tcorpus-id\tscore\n\n")
+    with pytest.raises(DataError, match=r"qrels/test.tsv: no judgments \(only a header or blank lines\)"):
+        read_qrels(data, "test")
+
+
+def test_unknown_judged_passages_can_be_counted_instead(tmp_path, caplog):
+    data = beir(tmp_path, DOCS, qrels="query-id\tcorpus-id\tscore\nq1\tzz\t1\nq1\td1\t1\n")
+    with caplog.at_level(logging.WARNING):
+        _, qrels = judged_queries(data, "test", {"d1", "d2", "3"}, unknown_passages="count")
+    assert qrels.num_rows == 2 and "1 judged passage(s) are not in the corpus (e.g. ['zz']); counted" in caplog.text
+
+
+def test_a_byte_order_mark_opening_a_file_is_read_as_nothing(tmp_path):
+    data = beir(tmp_path, DOCS, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        path = data / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_corpus(data).table["id"].to_pylist()[0] == "d1"
+    assert read_queries(data)["id"].to_pylist()[0] == "q1"
+    assert read_qrels(data, "test")["query_id"].to_pylist() == ["q1"]
