@@ -23,6 +23,7 @@ from listcon.jobs.config import (
     EmbedOptions,
     EvaluateOptions,
     ExtraSource,
+    InputOptions,
     RayOptions,
     RerankOptions,
     RetrieveOptions,
@@ -47,15 +48,14 @@ log = logging.getLogger("listcon")
 
 SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")
 # Sections every step takes: where Ray runs, and what to do when another job holds the workdir.
-COMMON = [("ray", RayOptions, None), ("lock", LockOptions, None)]
+COMMON = [("ray", RayOptions, None), ("inputs", InputOptions, None), ("lock", LockOptions, None)]
 # command -> [(config section, its dataclass, the fields that become flags (None: all))]
 SECTIONS: dict[str, list[tuple[str, type, tuple[str, ...] | None]]] = {
     command: [*own, *COMMON] for command, own in {
         "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None)],
         "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None)],
         "retrieve": [("encoder", EncoderSettings, None), ("retrieve", RetrieveOptions, None),
-                     ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",)),
-                     ("evaluate", EvaluateOptions, ("unknown_passages",))],
+                     ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",))],
         "mine": [("train.mining", MiningSettings, None)],
         "train": [("train", TrainOptions, None), ("train.settings", TrainSettings, None),
                   ("train.settings.head", ListConRankerConfig, None), ("schedule", PruneSchedule, None)],

@@ -8,7 +8,8 @@ key, a wrong type or a bad choice is a one-line ``ConfigError`` naming the key.
 Sections: ``[encoder]`` ``[embed]`` ``[index]`` ``[lexical]`` ``[retrieve]`` ``[schedule]`` (Algorithm 1,
 shared by rerank and training's validation) ``[train]`` (+ ``[train.mining]``,
 ``[train.settings]``, ``[train.settings.head]``, ``[[train.extra]]``) ``[rerank]`` (+
-``[rerank.settings]``) ``[evaluate]`` ``[ray]``.
+``[rerank.settings]``) ``[evaluate]`` ``[ray]`` ``[inputs]`` (what every step does with inputs
+that disagree: unknown judged passages, a corpus changed since embed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from listcon.model import PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
+from listcon.pipeline.data.readers import UNKNOWN_PASSAGE_POLICIES
+from listcon.pipeline.store.corpus_state import STALE_POLICIES
 from listcon.pipeline.evaluation.evaluate import DEFAULT_MEASURES, check_measures
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
@@ -142,12 +145,20 @@ class EvaluateOptions:
                             "drop a passage whose id is its query's id from every run (BEIR's rule for collections "
                             "whose queries are also documents): auto where the passage's text is the query's, "
                             "always (the collection declares it), never")
-    unknown_passages: str = choice("error", ("error", "count"),
-                                   "qrels judging a passage the corpus lacks: refuse, or count it as relevant but "
-                                   "never retrieved (a sample of a bigger corpus); retrieve and evaluate alike")
 
     def __post_init__(self) -> None:
         check_measures(self.measures)
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How steps treat inputs that disagree with each other (the same rule in every step)."""
+
+    unknown_passages: str = choice("error", UNKNOWN_PASSAGE_POLICIES,
+                                   "qrels judging a passage the corpus lacks: refuse, or count it as relevant but "
+                                   "never retrieved (reranking a sample of a bigger corpus)")
+    stale_corpus: str = choice("error", STALE_POLICIES, "the corpus changed since embed: refuse, or proceed with the "
+                               "cache as it is (a warning names the changes)")
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,7 @@ class Config:
     rerank: RerankOptions = option(RerankOptions(), "", flag=False)
     evaluate: EvaluateOptions = option(EvaluateOptions(), "", flag=False)
     ray: RayOptions = option(RayOptions(), "", flag=False)
+    inputs: InputOptions = option(InputOptions(), "", flag=False)
     lock: LockOptions = option(LockOptions(), "", flag=False)
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from listcon.pipeline.data.readers import read_corpus
 from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts
 from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 from listcon.pipeline.store.embedding_cache import content_hash
+from listcon.pipeline.store.corpus_state import record_corpus
 from listcon.pipeline.store.text_table import TextTable
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def embed(config: Config, progress: bool = True) -> EmbedReport:
                                                   prune=options.prune)
     if written:
         log.info("embed: %d passage texts written to %s", written, config.work.texts)
+    record_corpus(config.work, config.data, "skip" if options.skip_empty else "error", options.limit)
     log.info("embed: encoded %d passages, skipped %d unchanged (%d empty skipped); table version %s; %.1fs",
              report.encoded, report.skipped, len(corpus.skipped_empty), report.version, report.seconds)
     return report

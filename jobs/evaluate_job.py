@@ -13,6 +13,7 @@ from listcon.jobs.runtime import log_config
 from listcon.pipeline.data.readers import judged_queries, read_corpus
 from listcon.pipeline.evaluation.evaluate import per_query, without_self
 from listcon.pipeline.evaluation.report import write_report
+from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import content_hash
 from listcon.pipeline.store.ranked_lists import read_provenance, read_trec
 from listcon.pipeline.store.text_table import TextTable
@@ -41,11 +42,12 @@ def evaluate(config: Config, split: str | None = None, baseline: str = BASELINE)
     runs = work.runs(split)
     if not runs:
         raise FileNotFoundError(f"no runs for split {split!r} under {work.root / 'runs'}; run `listcon retrieve` first")
+    check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "evaluate")
     texts = TextTable(work.texts)
     hashes = texts.hashes() if texts.version is not None else None  # the ids the cache was built from
     if hashes is None:
         hashes = {pid: content_hash(text) for pid, text in zip(*_corpus_texts(config))}
-    queries, qrels = judged_queries(config.need_data(), split, set(hashes), options.unknown_passages)
+    queries, qrels = judged_queries(config.need_data(), split, set(hashes), config.inputs.unknown_passages)
     own = self_matches(queries, hashes, options.drop_self)
     per_run, skipped = {}, []
     for path in runs:

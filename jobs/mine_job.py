@@ -15,6 +15,7 @@ from listcon.pipeline.data.readers import read_qrels, read_queries
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
+from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, rows_by_query, write_ranked
 from listcon.pipeline.training.mining import mine as mine_lists
@@ -38,6 +39,7 @@ def mine(config: Config, split: str | None = None) -> MineResult:
     """Writes W/training/<split>.lance (unchanged when its inputs are)."""
     split, settings, work = split or config.train.split, config.train.mining, config.work
     log_config("mine", {"data": config.data, "workdir": config.workdir, "split": split, "mining": settings})
+    check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "mine")
     source = read_provenance(work.candidates(split))
     if source is None:
         raise FileNotFoundError(f"no candidates for split {split!r}; run `listcon retrieve --split {split}` first")

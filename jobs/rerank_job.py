@@ -25,6 +25,7 @@ from listcon.model.precision import HEAD_PRECISIONS
 from listcon.pipeline.data.readers import judged_queries
 from listcon.pipeline.rerank.cached import check_dim, checkpoint_fingerprint
 from listcon.pipeline.rerank.shard import RerankShard
+from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
 from listcon.pipeline.store.shards import ShardStore
@@ -65,6 +66,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
                           "run": run_name, "settings": settings, "schedule": config.schedule,
                           "shard_size": options.shard_size, "workers": options.workers, "ray": config.ray})
     head = ListConRanker.from_pretrained(model_dir)  # fail fast on a bad checkpoint, before any Ray work
+    check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "rerank")
     candidates_uri = work.candidates(split)
     source = read_provenance(candidates_uri)
     if source is None:

@@ -23,6 +23,7 @@ from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
 from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
+from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.ranked_lists import TrecWriter, read_provenance, write_ranked
 from listcon.pipeline.store.workdir import FIRST_STAGE_RUN
@@ -59,7 +60,8 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     k = k or options.k
     work, settings = config.work, config.encoder_settings
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
-    queries, _ = judged_queries(config.data, split, corpus.ids(), config.evaluate.unknown_passages)
+    check_corpus_current(work, config.data, config.inputs.stale_corpus, "retrieve")
+    queries, _ = judged_queries(config.data, split, corpus.ids(), config.inputs.unknown_passages)
     passages = EmbeddingCache(work.passages)
     index, passage_ids, manifest = faiss_index.load(work.index)
     if not manifest.covers(passages.version, passages.metadata):

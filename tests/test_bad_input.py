@@ -50,6 +50,13 @@ def bad(tmp_path_factory, adi_embedded) -> Path:
         for f in ("corpus.jsonl", "queries.jsonl"):
             (root / name / f).symlink_to(adi / f)
         (root / name / "qrels" / "test.tsv").write_text(text)
+    corpus = [json.loads(line) for line in (adi / "corpus.jsonl").read_text().splitlines()]
+    for name, rows in (("changed-passage", [{**corpus[0], "text": corpus[0]["text"] + " revised"}, *corpus[1:]]),
+                       ("removed-passage", corpus[1:])):
+        (root / name / "qrels").mkdir(parents=True)
+        (root / name / "queries.jsonl").symlink_to(adi / "queries.jsonl")
+        (root / name / "qrels" / "test.tsv").write_text(qrels.replace(f"\t{corpus[0]['_id']}\t", "\t2\t"))
+        (root / name / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     lexical = (adi_embedded / "runs" / "test.lexical.trec").read_text().splitlines()
     (root / "empty.trec").write_text("")
     (root / "one-query.trec").write_text("\n".join(l for l in lexical if l.split()[0] == "1") + "\n")
@@ -77,6 +84,12 @@ CASES = [
     (["retrieve", "{bad}/unknown-passage", "--workdir", "{work}"], "pass --unknown-passages count"),
     (["evaluate", "{bad}/header-only", "--workdir", "{work}"], "no judgments"),
     (["evaluate", "{data}", "--workdir", "{work}", "--measures", "nDCG@ten"], "measure 'nDCG@ten' is not an ir-measures"),
+    # a corpus changed since embed: every step that ranks or scores refuses the stale cache
+    *[([step, "{bad}/changed-passage", "--workdir", "{work}", *extra],
+       "changed since the passage cache in") for step, extra in (("retrieve", []), ("mine", ["--split", "test"]),
+                                                                 ("rerank", ["--model-dir", "{heads}/fits"]), ("evaluate", []))],
+    (["rerank", "{bad}/removed-passage", "--workdir", "{work}", "--model-dir", "{heads}/fits"],
+     "(0 new, 0 changed, 1 removed); rerank would rank with the old passages"),
     # numbers out of their range, refused before any work, alike from flags and TOML
     (["embed", "{data}", "--workdir", "{work}", "--max-length", "0"], "max_length must be an integer at least 1; got 0"),
     (["index", "--workdir", "{work}", "--k1", "-1"], "k1 must be a finite number at least 0; got -1.0"),
@@ -208,3 +221,8 @@ def test_a_run_lacking_queries_ranks_them_empty_only_when_asked(copy, bad, caplo
 def test_unknown_judged_passages_are_counted_when_asked(copy, bad, caplog):
     assert main(["evaluate", str(bad / "unknown-passage"), "--workdir", str(copy), "--unknown-passages", "count"]) == 0
     assert "1 judged passage(s) are not in the corpus (e.g. ['99999'])" in caplog.text
+
+
+def test_a_stale_cache_is_used_only_when_asked_and_then_named(copy, bad, caplog):
+    assert main(["evaluate", str(bad / "changed-passage"), "--workdir", str(copy), "--stale-corpus", "proceed"]) == 0
+    assert "(0 new, 1 changed, 0 removed)" in caplog.text and "proceeding: --stale-corpus proceed" in caplog.text

@@ -21,6 +21,7 @@ from listcon.model.encoder import BatchEncoder
 from listcon.model.onnx_encoder import encoder_from_info
 from listcon.pipeline.rerank.cached import CachedReranker, check_dim, make_scorer
 from listcon.pipeline.rerank.settings import RerankSettings
+from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex
@@ -63,9 +64,10 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, workdir: str | Path | Workdir | None = None, *,
                         encoder: str | Path | BatchEncoder | None = None, settings: RerankSettings = RerankSettings(),
-                        schedule: PruneSchedule = PruneSchedule()) -> "Reranker":
+                        schedule: PruneSchedule = PruneSchedule(), stale_corpus: str = "error") -> "Reranker":
         """Load a head saved by ``listcon train`` (or ``save_pretrained``), with a workdir's caches.
 
+        A workdir whose corpus changed since embed is refused (``stale_corpus="proceed"``: a warning).
         ``encoder`` (a model directory or a TextEncoder) is only needed for texts the caches do
         not hold; by default it is the encoder the head was trained on (its ``encoder.json``),
         else the workdir's.
@@ -73,6 +75,8 @@ class Reranker:
         model_dir = Path(model_dir)
         if workdir is not None and not isinstance(workdir, Workdir):
             workdir = Workdir(Path(workdir))
+        if workdir is not None:
+            check_corpus_current(workdir, None, stale_corpus, "the reranker")
         info = json.loads((model_dir / ENCODER_FILE).read_text()) if (model_dir / ENCODER_FILE).is_file() else None
         if info and info.get("model") == "encoder":  # stage 2 saves its encoder beside the head
             info = {**info, "model": str(model_dir / "encoder")}

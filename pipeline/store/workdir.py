@@ -76,6 +76,11 @@ class Workdir:
         return self.root / "encoders"
 
     @property
+    def corpus_state(self) -> Path:
+        """What the passage cache was built from: the corpus file and its size and time (see ``corpus_state``)."""
+        return self.root / "corpus_state.json"
+
+    @property
     def lexical(self) -> Path:
         return self.root / "lexical"
 
