@@ -80,7 +80,8 @@ def main() -> None:
     report = {"measure": "nDCG@10", "drop_self": False,
               "listcon_rule": "outside the head's domain (every left-out collection is): its fallback fusion; hybrid "
                               "candidates: the demo anchor, convex + 0.5 RRF; an external run: RRF over every first stage",
-              "lambdamart": {"features": list(LIST_FEATURES), "train_queries_per_collection": args.train_queries,
+              "lambdamart": {"rows": {n: {"features": list(f), "binary_labels": b} for n, (f, b) in LEARNED.items()},
+                             "train_queries_per_collection": args.train_queries,
                              "depth": args.depth, "seed": args.seed, "params": LAMBDAMART, "rounds": ROUNDS,
                              "training_data": "the other collections' evaluation queries (never the left-out one)"}}
     for mode, (first_stage, anchor) in MODES.items():
@@ -89,11 +90,12 @@ def main() -> None:
         for held_out, config in configs.items():
             runs = {run: ranked(lists[held_out], by) for run, by in BASELINES[mode].items()}
             runs["listcon"] = ranked(lists[held_out], "fallback")
-            model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, args.train_queries, args.depth,
-                                     args.seed)
-            for depth in DEPTHS[mode]:
-                runs[f"lambdamart-top{depth}"] = ranked(lists[held_out], "fallback", model, depth)
-            runs["lambdamart"] = runs[f"lambdamart-top{args.depth}"]
+            for learned, (features, binary) in LEARNED.items():
+                model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, features, binary,
+                                         args.train_queries, args.depth, args.seed)
+                for depth in DEPTHS[mode]:
+                    runs[f"{learned}-top{depth}"] = ranked(lists[held_out], "fallback", model, depth, features)
+                runs[learned] = runs[f"{learned}-top{args.depth}"]
             qrels = read_qrels(config.data, config.split)
             values = {run: per_query(qrels, r, ["nDCG@10"])["nDCG@10"] for run, r in runs.items()}
             means = {run: float(np.mean(list(v.values()))) for run, v in values.items()}
@@ -106,7 +108,7 @@ def main() -> None:
                 row[f"{learned}_delta"] = means[learned] - means[best]
                 row[f"{learned}_p"] = paired_test(values[learned], values[best])
             rows.append(row)
-            curves[held_out] = {d: means[f"lambdamart-top{d}"] for d in DEPTHS[mode]}
+            curves[held_out] = {learned: {d: means[f"{learned}-top{d}"] for d in DEPTHS[mode]} for learned in LEARNED}
             print(f"[{mode}] {held_out}: listcon {means['listcon']:.4f}, lambdamart {means['lambdamart']:.4f}, "
                   f"{best} {means[best]:.4f}", flush=True)
         columns = [c for c in rows[0] if c not in ("split", "best_fusion")]
@@ -116,7 +118,7 @@ def main() -> None:
                    for run, key in (("listcon", "delta_vs_best_fusion"), *((l, f"{l}_delta") for l in LEARNED))}
         print("against the better fusion:", summary)
         report[mode] = {"first_stage": first_stage, "fusions": list(FUSIONS[mode]), "collections": rows,
-                        "summary": summary, "depth_curves": {"lambdamart": curves}}
+                        "summary": summary, "depth_curves": curves}
     report["collections"] = report["hybrid"]["collections"]
     print(f"wrote {write_results('transfer', report)}")
 
@@ -129,7 +131,12 @@ BASELINES = {"hybrid": {"lexical": "lexical", "dense": "dense", "rrf": "rrf", "c
              "from-run": {"external": "external", "dense": "dense", "rrf": "rrf", "convex": "convex",
                           "old_fallback": "old_fallback"}}
 FUSIONS = {"hybrid": ("rrf", "convex"), "from-run": ("rrf", "convex")}
-LEARNED = ("lambdamart",)
+PER_QUERY = ("query_terms", "query_idf_mean", "query_idf_max", "dense_spread", "dense_top_gap", "lexical_top_ratio")
+# LambdaMART rows: (features, binary labels). Per-query statistics are constant within a list and can only
+# interact with the rest; they also say which collection a query comes from, which is what must not be learned.
+# Binary labels keep cranfield's 4 grades from outweighing the collections judged 0/1.
+LEARNED = {"lambdamart": (LIST_FEATURES, False),
+           "lambdamart-list": (tuple(f for f in LIST_FEATURES if f not in PER_QUERY), True)}
 DEPTHS = {"hybrid": (20, 50, 100, 200, 1000), "from-run": (20, 50, 100)}
 EXTERNAL_DEPTH = 100
 # fixed before any collection was looked at; never tuned on a left-out collection
@@ -217,26 +224,29 @@ def _ordered(lists: dict, group: np.ndarray, by: str) -> np.ndarray:
     return group[np.lexsort((np.arange(len(group)), -lists[f"by_{by}"][group]))]
 
 
-def train_lambdamart(sources: dict[str, dict], per_collection: int, depth: int, seed: int):
+def train_lambdamart(sources: dict[str, dict], features: tuple[str, ...], binary: bool, per_collection: int, depth: int,
+                     seed: int):
     """LightGBM lambdarank on the fallback fusion's top-``depth`` of up to ``per_collection`` queries of each source
     (queries with a relevant candidate), so that no single collection decides the model."""
     import lightgbm
 
     rng = np.random.default_rng(seed)
-    features, labels, sizes = [], [], []
+    columns = [LIST_FEATURES.index(f) for f in features]
+    rows, labels, sizes = [], [], []
     for name in sorted(sources):
         lists = sources[name]
         groups = [g for g in (_ordered(lists, g, "fallback")[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
         for i in sorted(rng.permutation(len(groups))[:per_collection]):
-            features.append(lists["features"][groups[i]])
-            labels.append(lists["label"][groups[i]])
+            rows.append(lists["features"][groups[i]][:, columns])
+            labels.append(np.minimum(lists["label"][groups[i]], 1) if binary else lists["label"][groups[i]])
             sizes.append(len(groups[i]))
-    data = lightgbm.Dataset(np.concatenate(features), np.concatenate(labels), group=sizes,
-                            feature_name=list(LIST_FEATURES), free_raw_data=True)
+    data = lightgbm.Dataset(np.concatenate(rows), np.concatenate(labels), group=sizes, feature_name=list(features),
+                            free_raw_data=True)
     return lightgbm.train(LAMBDAMART, data, num_boost_round=ROUNDS)
 
 
-def ranked(lists: dict, by: str, model=None, depth: int = 0) -> dict[str, dict[str, float]]:
+def ranked(lists: dict, by: str, model=None, depth: int = 0, features: tuple[str, ...] = LIST_FEATURES
+           ) -> dict[str, dict[str, float]]:
     """A run: each query's candidates ordered ``by`` a fixed ranking, the top ``depth`` reordered by ``model``.
     Scores are strictly decreasing along the order so that trec_eval reads the same ranking."""
     run = {}
@@ -244,7 +254,7 @@ def ranked(lists: dict, by: str, model=None, depth: int = 0) -> dict[str, dict[s
         order = _ordered(lists, group, by)
         if model is not None:
             top = order[:depth]
-            predicted = model.predict(lists["features"][top], num_threads=2)
+            predicted = model.predict(lists["features"][top][:, [LIST_FEATURES.index(f) for f in features]], num_threads=2)
             order = np.concatenate([top[np.lexsort((np.arange(len(top)), -predicted))], order[depth:]])
         qid = str(lists["query"][group[0]])
         run[qid] = {str(p): float(len(order) - i) for i, p in enumerate(lists["passage"][order])}

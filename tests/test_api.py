@@ -35,6 +35,23 @@ def head_dir(adi_embedded, tmp_path_factory):
     return directory
 
 
+@pytest.fixture(scope="module")
+def demo_head_dir(adi_embedded, tmp_path_factory):
+    """A head of the configuration `make demo` ships (jobs/demo.toml's [train.settings.head]: its signals,
+    anchor and cap), untrained weights moved at random so the learned part counts, saved as training saves it."""
+    from listcon.jobs.config import load_config
+
+    torch.manual_seed(2)
+    head = ListConRanker(load_config(ROOT / "jobs" / "demo.toml").train.settings.head)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    directory = tmp_path_factory.mktemp("demo-head")
+    head.save_pretrained(directory)
+    (directory / ENCODER_FILE).write_text(json.dumps(EmbeddingCache(Workdir(adi_embedded).passages).metadata))
+    return directory
+
+
 def test_the_front_door():
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", listcon.__version__)
     for name in ("Reranker", "Config", "load_config", "embed", "index", "retrieve", "mine", "train", "rerank",
@@ -94,11 +111,11 @@ def readme_examples() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
 
 
-def test_the_readme_python_api_examples_run(adi_embedded, head_dir, tmp_path, monkeypatch, ray_session, capsys):
-    """The README's code, with its demo paths pointed at a small adi workdir and head."""
+def test_the_readme_python_api_examples_run(adi_embedded, demo_head_dir, tmp_path, monkeypatch, ray_session, capsys):
+    """The README's code, with its demo paths pointed at a small adi workdir and a head of the demo's configuration."""
     work = tmp_path / "scifact"
     shutil.copytree(adi_embedded, work)
-    shutil.copytree(head_dir, work / "head")
+    shutil.copytree(demo_head_dir, work / "head")
     code = readme_examples().replace("work/scifact", str(work)).replace("work/adi", str(tmp_path / "adi"))
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
@@ -107,3 +124,68 @@ def test_the_readme_python_api_examples_run(adi_embedded, head_dir, tmp_path, mo
     assert isinstance(namespace["result"], listcon.RunResult)
     assert set(namespace["result"].evaluation.summary) == {"first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex"} | {"listcon"}
     assert "nDCG@10" in capsys.readouterr().out
+
+
+def test_rank_gives_a_signal_head_the_signals_its_texts_give(demo_head_dir):
+    """The demo's head over bare texts: dense cosine and BM25 over the given texts, as a workdir's candidates
+    would carry them for that list; its ranking equals the scoring path over features plus those signals."""
+    from listcon.pipeline.rerank.reranker import ad_hoc_candidates
+    from listcon.pipeline.retrieval.lexical import LexicalIndex
+    from listcon.pipeline.retrieval.retrieve import dense_scores
+    from listcon.pipeline.retrieval.signals import QuerySignals, select
+
+    reranker = listcon.Reranker.from_pretrained(demo_head_dir)
+    query = "statins lower cholesterol"
+    passages = ["Statins reduce LDL cholesterol.", "Cats sleep a lot.", "LDL and heart risk.", "cholesterol in eggs"]
+    hits = reranker.rank(query, passages)
+    vectors = reranker.encoder.encode([query, *passages])
+    ids = [str(i) for i in range(len(passages))]
+    dense = dense_scores(vectors[0], vectors[1:], "cosine")
+    bm25 = LexicalIndex.build(ids, passages).scores(query, ids)
+    matrix = QuerySignals(ad_hoc_candidates(ids, {p: (float(d), float(b)) for p, d, b in zip(ids, dense, bm25)}),
+                          len(ids)).matrix(ids)
+    head = ListConRanker.from_pretrained(demo_head_dir)
+    block = np.concatenate([vectors[1:], select(matrix, head.config.signals, "test")], axis=1)
+    anchor = sum(w * matrix[:, list(listcon.schemas.SIGNALS).index(n)].astype(np.float64) for n, w in head.config.anchor.items())
+    first = np.lexsort((np.arange(len(ids)), -anchor))
+    order, scores, _ = ListScorer(head, PruneSchedule()).rank(vectors[:1], [block[first]])
+    assert [h.index for h in hits] == first[order[0]].tolist()
+    assert [h.score for h in hits] == pytest.approx(scores[0].tolist())
+
+
+@pytest.mark.parametrize("query, passages, message", [
+    ("", ["a", "b"], "query must be a non-empty string, got ''"),
+    ("   ", ["a"], "query must be a non-empty string"),
+    (None, ["a"], "query must be a non-empty string, got None"),
+    ("q", "a single string", "passages must be a list of strings, got str"),
+    ("q", ["a", ""], r"passages\[1\] must be a non-empty string, got ''"),
+    ("q", ["a", 3], r"passages\[1\] must be a non-empty string, got 3"),
+])
+def test_rank_checks_its_inputs_like_the_command_line_before_loading_anything(head_dir, query, passages, message):
+    reranker = listcon.Reranker.from_pretrained(head_dir)
+    with pytest.raises(ValueError, match=message):
+        reranker.rank(query, passages)
+    assert reranker._encoder is None  # refused before the encoder loads
+
+
+def test_rank_refuses_a_head_needing_an_external_run_in_one_line(tmp_path):
+    ListConRanker(ListConRankerConfig(hidden_size=16, num_heads=2, ffn_size=32,
+                                      signals=("fused", "external"))).save_pretrained(tmp_path / "h")
+    with pytest.raises(ValueError, match=r"this head takes the 'external' signal .* rerank a run over a workdir"):
+        listcon.Reranker.from_pretrained(tmp_path / "h").rank("q", ["a", "b"])
+
+
+def test_rank_over_many_texts_reranks_the_first_stage_top_and_keeps_the_rest_in_order(head_dir):
+    from listcon.pipeline.rerank.settings import RerankSettings
+    from listcon.pipeline.retrieval.retrieve import dense_scores
+
+    reranker = listcon.Reranker.from_pretrained(head_dir, settings=RerankSettings(depth=30))
+    passages = [f"note {i} on cell {i % 7} and gene {i % 11}" for i in range(200)]
+    hits = reranker.rank("gene 3 in cell 5", passages)
+    vectors = reranker.encoder.encode(["gene 3 in cell 5", *passages])
+    dense = dense_scores(vectors[0], vectors[1:], "cosine")  # the first stage: the texts' dense scores
+    first = np.lexsort((np.arange(200), -dense))
+    assert sorted(h.index for h in hits) == list(range(200))
+    assert {h.index for h in hits[:30]} == set(first[:30].tolist())  # only the first stage's top 30 meet the head
+    assert [h.index for h in hits[30:]] == first[30:].tolist()
+    assert all(a.score > b.score for a, b in zip(hits, hits[1:]))

@@ -24,14 +24,15 @@ from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.retrieval import faiss_index
-from listcon.pipeline.retrieval.lexical import LexicalIndex
-from listcon.pipeline.retrieval.retrieve import minmax
-from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals
+from listcon.pipeline.retrieval.lexical import LexicalIndex, LexicalSpec, read_manifest
+from listcon.pipeline.retrieval.retrieve import dense_scores, minmax
+from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals, select
 from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
+from listcon.schemas import SIGNALS
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
 
@@ -108,13 +109,46 @@ class Reranker:
         return self._encoder
 
     def rank(self, query: str, passages: list[str], top_k: int | None = None) -> list[RankResult]:
-        """Rank ``passages`` for ``query`` by iterative inference; best first, ``top_k`` of them."""
+        """Rank ``passages`` for ``query`` by iterative inference; best first, ``top_k`` of them.
+
+        Checked like the command line's inputs, before anything loads. A head that takes first-stage
+        signals gets those the texts give: the dense score and BM25 over the given texts (an
+        external run's score cannot be had, and is refused). The first stage (dense, or the head's
+        anchor fusion) orders the texts, and only its top ``settings.depth`` (default 1,000) go through
+        the head, so memory stays bounded however many texts come; the rest follow in that order.
+        """
+        _check_rank_inputs(query, passages, top_k)
+        names = self.head.config.signals
+        if "external" in names:
+            raise ValueError("this head takes the 'external' signal (an external run's score), which texts alone do "
+                             "not give; rerank a run over a workdir instead (Reranker.from_pretrained(head, workdir)"
+                             ".rerank(run))")
         if not passages:
             return []
-        vectors = self.encoder.encode([query, *passages])
-        order, scores, _ = self.scorer.rank(vectors[:1], [vectors[1:]])
-        ranked = [RankResult(int(i), float(s), passages[int(i)]) for i, s in zip(order[0], scores[0]) if i >= 0]
+        vectors = self.encoder.encode([query, *passages], progress=len(passages) >= PROGRESS_FROM)
+        features, candidates = vectors[1:], [str(i) for i in range(len(passages))]
+        dense = dense_scores(vectors[0], features, "cosine")
+        first = dense.astype(np.float64)
+        if names:
+            lexical = LexicalIndex.build(candidates, passages, self._lexical_spec()).scores(query, candidates)
+            rows = ad_hoc_candidates(candidates, {p: (float(d), float(b)) for p, d, b in zip(candidates, dense, lexical)})
+            matrix = QuerySignals(rows, len(candidates)).matrix(candidates).astype(np.float64)
+            anchor = self.head.config.anchor or {names[0]: 1.0}
+            first = sum(weight * matrix[:, SIGNALS.index(name)] for name, weight in anchor.items())
+            features = np.concatenate([features, select(matrix, names, "rank()'s texts").astype(np.float32)], axis=1)
+        by_first = np.lexsort((np.arange(len(first)), -first))
+        top = by_first[: self.settings.depth or RANK_DEPTH]
+        order, scores, _ = self.scorer.rank(vectors[:1], [features[top]])
+        ranked = [RankResult(int(top[i]), float(s), passages[int(top[i])]) for i, s in zip(order[0], scores[0]) if i >= 0]
+        floor = min(h.score for h in ranked)
+        ranked += [RankResult(int(i), floor - 1 - n / len(by_first), passages[int(i)])
+                   for n, i in enumerate(by_first[len(top):])]  # below every reranked text, in first-stage order
         return ranked[:top_k] if top_k is not None else ranked
+
+    def _lexical_spec(self) -> LexicalSpec:
+        """BM25 as the workdir's lexical index scores (its manifest), else the default."""
+        manifest = read_manifest(self.workdir.lexical) if self.workdir is not None else None
+        return LexicalSpec(**manifest["spec"]) if manifest else LexicalSpec()
 
     # -- runs over cached features -----------------------------------------------------
 
@@ -169,6 +203,23 @@ class Reranker:
             self._cached.extra_queries = {}
         table = table.rename_columns(["qid", "docno", "rank", "score", "round"])
         return table if as_arrow else table.to_pandas()
+
+
+RANK_DEPTH = 1000  # rank() puts at most this many texts through the head (settings.depth overrides)
+PROGRESS_FROM = 1000  # rank() shows a progress bar while encoding this many texts or more
+
+
+def _check_rank_inputs(query, passages, top_k) -> None:
+    """rank()'s inputs, by the rules the command line applies to queries and passages."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"query must be a non-empty string, got {query!r}")
+    if isinstance(passages, str) or not isinstance(passages, (list, tuple)):
+        raise ValueError(f"passages must be a list of strings, got {type(passages).__name__}")
+    for i, text in enumerate(passages):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"passages[{i}] must be a non-empty string, got {text!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer (or None for all), got {top_k!r}")
 
 
 def ad_hoc_candidates(passages: list[str], scores: dict[str, tuple[float, float]]) -> pa.Table:
