@@ -135,8 +135,10 @@ PER_QUERY = ("query_terms", "query_idf_mean", "query_idf_max", "dense_spread", "
 # LambdaMART rows: (features, binary labels). Per-query statistics are constant within a list and can only
 # interact with the rest; they also say which collection a query comes from, which is what must not be learned.
 # Binary labels keep cranfield's 4 grades from outweighing the collections judged 0/1.
+CONTEXT = ("centroid_sim", "centroid_z", "neighbour_sim")  # similarity to the anchor's top-10: list context
 LEARNED = {"lambdamart": (LIST_FEATURES, False),
-           "lambdamart-list": (tuple(f for f in LIST_FEATURES if f not in PER_QUERY), True)}
+           "lambdamart-list": (tuple(f for f in LIST_FEATURES if f not in PER_QUERY), True),
+           "lambdamart-scores": (tuple(f for f in LIST_FEATURES if f not in PER_QUERY + CONTEXT), True)}
 DEPTHS = {"hybrid": (20, 50, 100, 200, 1000), "from-run": (20, 50, 100)}
 EXTERNAL_DEPTH = 100
 # fixed before any collection was looked at; never tuned on a left-out collection

@@ -30,6 +30,7 @@ from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
 from listcon.pipeline.store.shards import ShardStore
 from listcon.pipeline.store.workdir import user_run_name
+from listcon.pipeline.training.checkpoints import check_finished
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 from listcon.schemas import RANKINGS, to_dict
 
@@ -65,6 +66,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     log_config("rerank", {"data": config.data, "workdir": config.workdir, "split": split, "model_dir": model_dir,
                           "run": run_name, "settings": settings, "schedule": config.schedule,
                           "shard_size": options.shard_size, "workers": options.workers, "ray": config.ray})
+    check_finished(model_dir)
     head = ListConRanker.from_pretrained(model_dir)  # fail fast on a bad checkpoint, before any Ray work
     check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "rerank")
     candidates_uri = work.candidates(split)

@@ -63,6 +63,9 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     check_corpus_current(work, config.data, config.inputs.stale_corpus, "retrieve")
     queries, _ = judged_queries(config.data, split, corpus.ids(), config.inputs.unknown_passages)
     passages = EmbeddingCache(work.passages)
+    if not passages.exists:
+        raise FileNotFoundError(f"no passage cache at {work.passages}; run `listcon embed {config.data} --workdir "
+                                f"{config.workdir}` and then `listcon index --workdir {config.workdir}` first")
     index, passage_ids, manifest = faiss_index.load(work.index)
     if not manifest.covers(passages.version, passages.metadata):
         raise RuntimeError(f"the index at {work.index} covers passages version {manifest.table_version}, "

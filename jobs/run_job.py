@@ -19,7 +19,7 @@ from listcon.jobs.mine_job import mine
 from listcon.jobs.rerank_job import RerankResult, rerank
 from listcon.jobs.retrieve_job import retrieve
 from listcon.jobs.runtime import log_config
-from listcon.jobs.train_job import TrainResult, train
+from listcon.jobs.train_job import TrainResult, check_extras, train
 from listcon.pipeline.store.workdir import depth_run
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def run(config: Config, progress: bool = True) -> RunResult:
     """Run every step the config asks for."""
     log_config("run", config)
     config.need_data()
+    if not config.train.checkpoint:
+        check_extras(config.train.extra)
     prepare(config, config.split, config.retrieve.k, progress)
     training = None
     if not config.train.checkpoint:

@@ -25,7 +25,7 @@ from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.ranked_lists import read_provenance
-from listcon.pipeline.training.checkpoints import CHECKPOINTS, latest_state
+from listcon.pipeline.training.checkpoints import CHECKPOINTS, MARKER_FILE, RESULT_FILE, latest_state
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.domain import DOMAIN_FILE, corpus_digest, write_domain
 from listcon.pipeline.training.loop import (FitResult, TrainSettings, ddp_unused_parameters, domain_verdicts, fit,
@@ -34,7 +34,6 @@ from listcon.schemas import build, to_dict
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "train_result.json"
 
 
 @dataclass(frozen=True)
@@ -133,11 +132,20 @@ def _record_domain(out: Path, result: FitResult, settings: TrainSettings, main: 
              sorted(c["name"] for c in corpora.values() if c["learned_helps"]) or "no collection")
 
 
+def check_extras(extras) -> None:
+    """Every ``[[train.extra]]`` names a data directory that exists (checked before any work)."""
+    for extra in extras:
+        if not Path(extra.data).exists():
+            raise FileNotFoundError(f"[[train.extra]] {extra.name!r}: its data {extra.data} does not exist "
+                                    "(a BEIR directory: corpus.jsonl, queries.jsonl, qrels/)")
+
+
 @locked("train")
 def train(config: Config) -> TrainResult:
     """Train into the configured output directory (best checkpoint + checkpoints/ for resume)."""
     options, settings = config.train, config.train.settings
     out = config.train_out
+    check_extras(options.extra)
     main = Source("", config.need_data(), config.workdir, options.split, lance_root=config.lance_root).resolved()
     extras = [Source(e.name, e.data, e.workdir, e.split, e.validate_only).resolved() for e in options.extra]
     provenance = {"settings": to_dict(settings), "schedule": to_dict(config.schedule), "main": _described(main),
@@ -145,8 +153,11 @@ def train(config: Config) -> TrainResult:
                   "training": [read_provenance(s.work.training(s.split)) for s in [main, *extras]],
                   "num_workers": options.num_workers, "validate_on": options.validate_on}
     log_config("train", {**provenance, "out": out, "use_gpu": options.use_gpu, "ray": config.ray})
-    if None in provenance["training"]:
-        raise FileNotFoundError("no training lists for a source; run `listcon mine` on it first")
+    for source, lists in zip([main, *extras], provenance["training"]):
+        if lists is None:
+            what = f"[[train.extra]] {source.name!r}" if source.name else "the main collection"
+            raise FileNotFoundError(f"no training lists for {what} at {source.work.training(source.split)}; run "
+                                    f"`listcon mine {source.data} --workdir {source.workdir} --split {source.split}` first")
     result_path = Path(out) / RESULT_FILE
     if result_path.is_file():
         saved = json.loads(result_path.read_text())
@@ -155,7 +166,8 @@ def train(config: Config) -> TrainResult:
             return TrainResult(out, **{f.name: saved[f.name] for f in fields(FitResult)}, up_to_date=True)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / DOMAIN_FILE).unlink(missing_ok=True)  # a previous training's verdicts say nothing of this one
-    marker = Path(out) / "checkpoints" / "provenance.json"
+    marker = Path(out) / CHECKPOINTS / MARKER_FILE
+    result_path.unlink(missing_ok=True)  # until this training ends, the directory is unfinished (check_finished)
     if marker.is_file() and json.loads(marker.read_text()) != provenance:
         log.warning("train: %s holds checkpoints of another configuration; starting over", out)
         shutil.rmtree(marker.parent)

@@ -31,6 +31,9 @@ def heads(tmp_path_factory) -> Path:
                          ("string", {"format": "listcon-head/1", "hidden_size": "wide"})):
         shutil.copytree(root / "narrow", root / name)
         (root / name / "config.json").write_text(json.dumps(config))
+    shutil.copytree(root / "fits", root / "unfinished")  # a training that started (its marker) and never ended
+    (root / "unfinished" / "checkpoints").mkdir()
+    (root / "unfinished" / "checkpoints" / "provenance.json").write_text("{}")
     return root
 
 
@@ -90,6 +93,14 @@ CASES = [
                                                                  ("rerank", ["--model-dir", "{heads}/fits"]), ("evaluate", []))],
     (["rerank", "{bad}/removed-passage", "--workdir", "{work}", "--model-dir", "{heads}/fits"],
      "(0 new, 0 changed, 1 removed); rerank would rank with the old passages"),
+    # stale or missing state, and unclear errors made clear
+    (["rerank", "{data}", "--workdir", "{work}", "--model-dir", "{heads}/unfinished"],
+     "did not finish (no train_result.json): its head is a mid-training epoch's"),
+    (["retrieve", "{data}", "--workdir", "{bad}/never-embedded"], "no passage cache at"),
+    (["index", "--workdir", "{work}", "--kind", "ivf", "--nlist", "1000"],
+     "nlist=1000 IVF lists need at least 1000 passages to train, but the cache holds 82"),
+    (["train", "{data}", "--workdir", "{work}", "--split", "test", "--extra", "ghost=/nonexistent/ghost@{bad}/ghost-work"],
+     "[[train.extra]] 'ghost': its data /nonexistent/ghost does not exist"),
     # numbers out of their range, refused before any work, alike from flags and TOML
     (["embed", "{data}", "--workdir", "{work}", "--max-length", "0"], "max_length must be an integer at least 1; got 0"),
     (["index", "--workdir", "{work}", "--k1", "-1"], "k1 must be a finite number at least 0; got -1.0"),

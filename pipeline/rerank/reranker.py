@@ -30,7 +30,7 @@ from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals, select
 from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.training.checkpoints import ENCODER_FILE
+from listcon.pipeline.training.checkpoints import ENCODER_FILE, check_finished
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 from listcon.schemas import SIGNALS
 
@@ -85,6 +85,7 @@ class Reranker:
             encoder = encoder_from_info({"pooling": "mean", "normalize": False, "max_length": None, **(info or {}),
                                          "model": str(encoder)}, device="cpu",
                                         export_dir=workdir.encoders if workdir is not None else None)
+        check_finished(model_dir)
         head = ListConRanker.from_pretrained(model_dir)
         if workdir is not None and not learned_part_here(head, model_dir, workdir, settings.outside_domain):
             sources = [read_provenance(table) for table in list_tables(workdir.all_candidates)]

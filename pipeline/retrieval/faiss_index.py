@@ -90,6 +90,9 @@ def build(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
     if spec.kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif spec.kind == "ivf":
+        if spec.nlist is not None and spec.nlist > n:
+            raise ValueError(f"nlist={spec.nlist} IVF lists need at least {spec.nlist} passages to train, but the cache "
+                             f"holds {n}; use --nlist {n} or less, leave it unset (about 4*sqrt(n)), or --kind flat")
         nlist = spec.nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(x)

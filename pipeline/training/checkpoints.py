@@ -4,7 +4,10 @@ resume points (weights, optimizer, counters) written atomically.
 Layout of a training output directory ``D``:
 ``D/config.json + D/model.safetensors`` (best head), ``D/encoder/`` (stage 2's encoder),
 ``D/encoder.json`` (which encoder the head's features come from), ``D/train_settings.json``,
-``D/checkpoints/epoch-NNNN/`` (the latest epoch: module.safetensors, optimizer.pt, state.json).
+``D/checkpoints/epoch-NNNN/`` (the latest epoch: module.safetensors, optimizer.pt, state.json),
+``D/checkpoints/provenance.json`` (what is being trained) and ``D/train_result.json``, written last:
+a directory with the first and not the second holds a training that did not finish (killed, or
+failed), whose best-so-far head nothing may rerank with.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ from listcon.pipeline.store.atomic import write_text
 CHECKPOINTS = "checkpoints"
 ENCODER_FILE = "encoder.json"
 SETTINGS_FILE = "train_settings.json"
+RESULT_FILE = "train_result.json"
+MARKER_FILE = "provenance.json"
+
+
+def check_finished(model_dir: str | Path) -> None:
+    """Refuse a head directory whose training started and did not finish (its head is an epoch's, unvalidated)."""
+    model_dir = Path(model_dir)
+    if (model_dir / CHECKPOINTS / MARKER_FILE).is_file() and not (model_dir / RESULT_FILE).is_file():
+        raise ValueError(f"the training in {model_dir} did not finish (no {RESULT_FILE}): its head is a mid-training "
+                         f"epoch's; rerun `listcon train` to resume it, or remove {model_dir / CHECKPOINTS}")
 
 
 def save_best(out_dir: Path, head: ListConRanker, encoder: TextEncoder | None, settings: dict, encoder_info: dict) -> None:
