@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,9 @@ def main() -> None:
     report = {"measure": "nDCG@10", "drop_self": False,
               "listcon_rule": "outside the head's domain (every left-out collection is): its fallback fusion; hybrid "
                               "candidates: the demo anchor, convex + 0.5 RRF; an external run: RRF over every first stage",
-              "lambdamart": {"rows": {n: {"features": list(f), "binary_labels": b} for n, (f, b) in LEARNED.items()},
+              "lambdamart": {"rows": {n: {"features": list(s.features), "binary_labels": s.binary, "residual_scale": s.residual}
+                                      for n, s in LEARNED.items()}, "residual_params": RESIDUAL,
+                             "residual_rounds": RESIDUAL_ROUNDS,
                              "train_queries_per_collection": args.train_queries,
                              "depth": args.depth, "seed": args.seed, "params": LAMBDAMART, "rounds": ROUNDS,
                              "training_data": "the other collections' evaluation queries (never the left-out one)"}}
@@ -90,11 +92,11 @@ def main() -> None:
         for held_out, config in configs.items():
             runs = {run: ranked(lists[held_out], by) for run, by in BASELINES[mode].items()}
             runs["listcon"] = ranked(lists[held_out], "fallback")
-            for learned, (features, binary) in LEARNED.items():
-                model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, features, binary,
-                                         args.train_queries, args.depth, args.seed)
+            for learned, spec in LEARNED.items():
+                model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, spec, args.train_queries,
+                                         args.depth, args.seed)
                 for depth in DEPTHS[mode]:
-                    runs[f"{learned}-top{depth}"] = ranked(lists[held_out], "fallback", model, depth, features)
+                    runs[f"{learned}-top{depth}"] = ranked(lists[held_out], "fallback", model, depth, spec)
                 runs[learned] = runs[f"{learned}-top{args.depth}"]
             qrels = read_qrels(config.data, config.split)
             values = {run: per_query(qrels, r, ["nDCG@10"])["nDCG@10"] for run, r in runs.items()}
@@ -136,9 +138,25 @@ PER_QUERY = ("query_terms", "query_idf_mean", "query_idf_max", "dense_spread", "
 # interact with the rest; they also say which collection a query comes from, which is what must not be learned.
 # Binary labels keep cranfield's 4 grades from outweighing the collections judged 0/1.
 CONTEXT = ("centroid_sim", "centroid_z", "neighbour_sim")  # similarity to the anchor's top-10: list context
-LEARNED = {"lambdamart": (LIST_FEATURES, False),
-           "lambdamart-list": (tuple(f for f in LIST_FEATURES if f not in PER_QUERY), True),
-           "lambdamart-scores": (tuple(f for f in LIST_FEATURES if f not in PER_QUERY + CONTEXT), True)}
+LIST_ONLY = tuple(f for f in LIST_FEATURES if f not in PER_QUERY)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """One LambdaMART row: its features, binary labels or graded, and (residual) a start from the fallback
+    fusion's score times this scale, so that a few small trees can only correct it."""
+
+    features: tuple[str, ...]
+    binary: bool
+    residual: float | None = None
+
+
+LEARNED = {"lambdamart": Learned(LIST_FEATURES, False),
+           "lambdamart-list": Learned(LIST_ONLY, True),
+           "lambdamart-scores": Learned(tuple(f for f in LIST_ONLY if f not in CONTEXT), True),
+           "lambdamart-residual": Learned(LIST_ONLY, True, residual=4.0)}
+RESIDUAL = {"learning_rate": 0.02, "num_leaves": 7, "min_data_in_leaf": 200}  # small corrections only
+RESIDUAL_ROUNDS = 100
 DEPTHS = {"hybrid": (20, 50, 100, 200, 1000), "from-run": (20, 50, 100)}
 EXTERNAL_DEPTH = 100
 # fixed before any collection was looked at; never tuned on a left-out collection
@@ -226,29 +244,30 @@ def _ordered(lists: dict, group: np.ndarray, by: str) -> np.ndarray:
     return group[np.lexsort((np.arange(len(group)), -lists[f"by_{by}"][group]))]
 
 
-def train_lambdamart(sources: dict[str, dict], features: tuple[str, ...], binary: bool, per_collection: int, depth: int,
-                     seed: int):
+def train_lambdamart(sources: dict[str, dict], spec: Learned, per_collection: int, depth: int, seed: int):
     """LightGBM lambdarank on the fallback fusion's top-``depth`` of up to ``per_collection`` queries of each source
     (queries with a relevant candidate), so that no single collection decides the model."""
     import lightgbm
 
     rng = np.random.default_rng(seed)
-    columns = [LIST_FEATURES.index(f) for f in features]
-    rows, labels, sizes = [], [], []
+    columns = [LIST_FEATURES.index(f) for f in spec.features]
+    rows, labels, sizes, starts = [], [], [], []
     for name in sorted(sources):
         lists = sources[name]
         groups = [g for g in (_ordered(lists, g, "fallback")[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
         for i in sorted(rng.permutation(len(groups))[:per_collection]):
             rows.append(lists["features"][groups[i]][:, columns])
-            labels.append(np.minimum(lists["label"][groups[i]], 1) if binary else lists["label"][groups[i]])
+            labels.append(np.minimum(lists["label"][groups[i]], 1) if spec.binary else lists["label"][groups[i]])
             sizes.append(len(groups[i]))
-    data = lightgbm.Dataset(np.concatenate(rows), np.concatenate(labels), group=sizes, feature_name=list(features),
-                            free_raw_data=True)
+            starts.append(lists["by_fallback"][groups[i]] * (spec.residual or 0.0))
+    data = lightgbm.Dataset(np.concatenate(rows), np.concatenate(labels), group=sizes, feature_name=list(spec.features),
+                            init_score=np.concatenate(starts) if spec.residual else None, free_raw_data=True)
+    if spec.residual:
+        return lightgbm.train({**LAMBDAMART, **RESIDUAL}, data, num_boost_round=RESIDUAL_ROUNDS)
     return lightgbm.train(LAMBDAMART, data, num_boost_round=ROUNDS)
 
 
-def ranked(lists: dict, by: str, model=None, depth: int = 0, features: tuple[str, ...] = LIST_FEATURES
-           ) -> dict[str, dict[str, float]]:
+def ranked(lists: dict, by: str, model=None, depth: int = 0, spec: Learned | None = None) -> dict[str, dict[str, float]]:
     """A run: each query's candidates ordered ``by`` a fixed ranking, the top ``depth`` reordered by ``model``.
     Scores are strictly decreasing along the order so that trec_eval reads the same ranking."""
     run = {}
@@ -256,7 +275,8 @@ def ranked(lists: dict, by: str, model=None, depth: int = 0, features: tuple[str
         order = _ordered(lists, group, by)
         if model is not None:
             top = order[:depth]
-            predicted = model.predict(lists["features"][top][:, [LIST_FEATURES.index(f) for f in features]], num_threads=2)
+            predicted = model.predict(lists["features"][top][:, [LIST_FEATURES.index(f) for f in spec.features]],
+                                      num_threads=2) + lists["by_fallback"][top] * (spec.residual or 0.0)
             order = np.concatenate([top[np.lexsort((np.arange(len(top)), -predicted))], order[depth:]])
         qid = str(lists["query"][group[0]])
         run[qid] = {str(p): float(len(order) - i) for i, p in enumerate(lists["passage"][order])}

@@ -96,6 +96,26 @@ def storage_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
+CONNECT_TIMEOUT_S = 15.0  # how long a cluster address may take to answer before the job gives up
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A bounded wait for a cluster's address (``host:port`` or ``ray://host:port``): Ray itself retries an
+    unreachable one for ever. ``auto`` (the cluster this machine belongs to) is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r} is not host:port (e.g. 10.0.0.5:6379, or ray://host:10001, or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"no Ray cluster answers at --ray-address {address} ({err.strerror or err}; waited at "
+                              f"most {timeout:g} s); check the head node's address and port") from None
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
               progress_bars: bool = False) -> None:
     """Start a quiet local Ray (or attach to ``address``); reuse one already started in-process.
@@ -114,6 +134,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:
+            check_reachable(address)
             if env := storage_env():
                 kwargs["runtime_env"] = {"env_vars": env}
             ray.init(address=address, **kwargs)

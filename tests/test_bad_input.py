@@ -237,3 +237,23 @@ def test_unknown_judged_passages_are_counted_when_asked(copy, bad, caplog):
 def test_a_stale_cache_is_used_only_when_asked_and_then_named(copy, bad, caplog):
     assert main(["evaluate", str(bad / "changed-passage"), "--workdir", str(copy), "--stale-corpus", "proceed"]) == 0
     assert "(0 new, 1 changed, 0 removed)" in caplog.text and "proceeding: --stale-corpus proceed" in caplog.text
+
+
+def test_an_unreachable_cluster_is_one_line_within_a_bounded_wait(tmp_path):
+    """Ray retries an address nobody answers at for ever; the job gives up at once (refused) or after
+    CONNECT_TIMEOUT_S, naming the address (a process of its own: the test session's Ray is up)."""
+    import subprocess
+    import sys
+    import time
+
+    from listcon.jobs.runtime import check_reachable
+
+    with pytest.raises(ValueError, match=r"--ray-address 'nowhere' is not host:port"):
+        check_reachable("nowhere")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "listcon.jobs.cli", "embed", str(data_dir("adi")), "--workdir",
+                           str(tmp_path / "w"), "--ray-address", "127.0.0.1:1", "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and time.monotonic() - started < 60
+    lines = [l for l in done.stderr.splitlines() if l.strip()]
+    assert "no Ray cluster answers at --ray-address 127.0.0.1:1" in lines[-1] and "Traceback" not in done.stderr
