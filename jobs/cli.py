@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import signal
 import sys
 import types
 import typing
@@ -33,7 +34,7 @@ from listcon.jobs.config import (
     load_config,
     read_toml,
 )
-from listcon.jobs.runtime import bound_heap, setup_logging
+from listcon.jobs.runtime import JOB_SIGNAL_HANDLERS, bound_heap, setup_logging, stop_ray_started_since
 from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
@@ -178,11 +179,42 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config_from_dict(raw)
 
 
+RECEIVED: list[int] = []  # the signals that stopped the job (Ray may re-raise one as a bare KeyboardInterrupt)
+
+
+def _interrupt(signum: int, frame) -> None:
+    """SIGINT or SIGTERM: unwind the step like any error (nothing half-done commits)."""
+    RECEIVED.append(signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     setup_logging(verbose)
     bound_heap()  # the process is the job's own: its resident memory should follow what it holds
+    # Both signals stop the step, whatever the process inherited (a job started in the background by a
+    # shell or a scheduler inherits SIGINT ignored, and Python then never raises KeyboardInterrupt).
+    handlers = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    JOB_SIGNAL_HANDLERS.update({s: _interrupt for s in handlers})
+    try:
+        return _main(args, verbose)
+    except KeyboardInterrupt:
+        for s in handlers:
+            signal.signal(s, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+        signum = RECEIVED[0] if RECEIVED else signal.SIGINT
+        stop_ray_started_since(False)  # the job's own local Ray goes with it; a cluster is only disconnected
+        log.error("interrupted by %s: nothing half-done was committed; rerun the same command to resume",
+                  signal.Signals(signum).name)
+        return 128 + signum
+    finally:
+        JOB_SIGNAL_HANDLERS.clear()
+        RECEIVED.clear()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def _main(args: argparse.Namespace, verbose: bool) -> int:
     try:
         if args.command == "data":
             from listcon.pipeline.data.download import download_beir

@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("listcon")
@@ -96,6 +98,10 @@ def storage_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
+# Signal handlers of the command line's own (SIGINT/SIGTERM -> a clean stop); ray.init installs C++
+# handlers over them (SIGTERM then aborts the process with a stack dump), so start_ray puts them back.
+JOB_SIGNAL_HANDLERS: dict = {}
+
 CONNECT_TIMEOUT_S = 15.0  # how long a cluster address may take to answer before the job gives up
 
 
@@ -139,8 +145,21 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
                 kwargs["runtime_env"] = {"env_vars": env}
             ray.init(address=address, **kwargs)
         else:
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
-                     object_store_memory=object_store_mb * 2**20, **kwargs)
+            # The daemons of the job's own Ray inherit SIGTERM blocked (Ray blocks SIGINT in them itself): a
+            # SIGTERM to the job's process group then stops the driver, which shuts them down in order,
+            # instead of killing the raylet under it (the driver's core worker then exits 1 mid-step).
+            masked = JOB_SIGNAL_HANDLERS and threading.current_thread() is threading.main_thread()
+            if masked:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                         object_store_memory=object_store_mb * 2**20, **kwargs)
+            finally:
+                if masked:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in JOB_SIGNAL_HANDLERS.items():
+                signal.signal(signum, handler)
     _quiet_loggers()  # Ray configures its own loggers on import
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress_bars

@@ -63,19 +63,37 @@ def adi_job(work: Path | str, top: str = "", train: str = "", rerank: str = "") 
     return ADI_JOB.format(data=data_dir("adi"), work=work, top=top, train=train, rerank=rerank)
 
 
-def kill_when(argv: list[str], ready: Callable[[], bool], env: dict, timeout: float = 300) -> bool:
-    """Start ``argv`` in its own process group; SIGKILL the group once ``ready()``; False if it ended first."""
+def kill_when(argv: list[str], ready: Callable[[], bool], env: dict, timeout: float = 300,
+              sig: int = signal.SIGKILL) -> tuple[int, float, int] | None:
+    """Start ``argv`` in its own session and process group; send ``sig`` to the group once ``ready()``.
+
+    Returns (exit code, seconds from the signal to the exit, the session id), or None if it ended first."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + timeout
     while proc.poll() is None and time.time() < deadline:
         if ready():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
+            os.killpg(proc.pid, sig)
+            sent = time.time()
+            code = proc.wait()
+            return code, time.time() - sent, proc.pid
         time.sleep(0.05)
     proc.wait()
-    return False
+    return None
+
+
+def session_processes(sid: int) -> list[str]:
+    """Names of the live processes of session ``sid`` (a job started by ``kill_when`` and all it started)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            if os.getsid(proc.info["pid"]) == sid:
+                found.append(proc.info["name"])
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def copy(base: Path, to: Path) -> Path:
 
 def killed(args: list[str], ready, timeout: float = 300) -> bool:
     """Start the step; SIGKILL its process group once ``ready()``; False if it finished first."""
-    return kill_when([*CLI, *args, "--no-progress"], ready, ENV, timeout)
+    return kill_when([*CLI, *args, "--no-progress"], ready, ENV, timeout) is not None
 
 
 def after(seconds: float):

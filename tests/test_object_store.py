@@ -135,7 +135,7 @@ def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def killed(args: list[str], env: dict, ready) -> bool:
-    return kill_when([str(BIN / "listcon"), *args, "--no-progress"], ready, env, timeout=600)
+    return kill_when([str(BIN / "listcon"), *args, "--no-progress"], ready, env, timeout=600) is not None
 
 
 def keys(s3: dict, prefix: str) -> list[str]:
