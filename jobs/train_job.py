@@ -25,7 +25,7 @@ from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.ranked_lists import read_provenance
-from listcon.pipeline.training.checkpoints import CHECKPOINTS, MARKER_FILE, RESULT_FILE, latest_state
+from listcon.pipeline.training.checkpoints import CHECKPOINTS, MARKER_FILE, RESULT_FILE, discard_failed, latest_state
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.domain import DOMAIN_FILE, corpus_digest, write_domain
 from listcon.pipeline.training.loop import (FitResult, TrainSettings, ddp_unused_parameters, domain_verdicts, fit,
@@ -173,6 +173,24 @@ def train(config: Config) -> TrainResult:
         shutil.rmtree(marker.parent)
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps(provenance, indent=2) + "\n")
+    try:
+        result = _fit(config, main, extras, provenance, out)
+    except Exception as err:
+        # A failure (bad data, a NaN) leaves no head behind. An interrupt (KeyboardInterrupt) and a lost Ray
+        # node keep their epoch checkpoints: the rerun resumes from them.
+        if not type(err).__module__.startswith("ray"):
+            discard_failed(Path(out))
+        raise
+    if starts_as_anchor(settings):
+        _record_domain(Path(out), result, settings, main, extras)
+    write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
+    log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)
+    return TrainResult(out, **asdict(result))
+
+
+def _fit(config: Config, main: Source, extras: list[Source], provenance: dict, out: str) -> FitResult:
+    """Train in-process, or on Ray Train workers, into ``out``."""
+    options, settings = config.train, config.train.settings
     if options.num_workers == 0:
         device = in_process_device(options.use_gpu)
         data = load_training(main, extras, settings, device, validate_on=options.validate_on)
@@ -202,8 +220,4 @@ def train(config: Config) -> TrainResult:
             raise RuntimeError(f"Ray Train run {name} under {storage} reported no checkpoint")
         _take_checkpoint(finished.checkpoint, Path(out))
         result = FitResult.from_state(latest_state(Path(out)))
-    if starts_as_anchor(settings):
-        _record_domain(Path(out), result, settings, main, extras)
-    write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
-    log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)
-    return TrainResult(out, **asdict(result))
+    return result

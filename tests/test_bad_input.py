@@ -257,3 +257,16 @@ def test_an_unreachable_cluster_is_one_line_within_a_bounded_wait(tmp_path):
     assert done.returncode == 2 and time.monotonic() - started < 60
     lines = [l for l in done.stderr.splitlines() if l.strip()]
     assert "no Ray cluster answers at --ray-address 127.0.0.1:1" in lines[-1] and "Traceback" not in done.stderr
+
+
+def test_a_failed_training_leaves_no_head_and_no_marker(adi_embedded, bad, tmp_path, caplog):
+    """A training that fails (here: its --init checkpoint does not exist) leaves nothing a rerank could take
+    for a head, nor the marker of an unfinished training."""
+    out = tmp_path / "head"
+    work = Path(shutil.copytree(adi_embedded, tmp_path / "w2"))
+    assert main(["mine", str(data_dir("adi")), "--workdir", str(work), "--split", "test"]) == 0
+    code = main(["train", str(data_dir("adi")), "--workdir", str(work), "--split", "test", "--out", str(out),
+                 "--init", str(tmp_path / "no-such-head"), "--epochs", "1"])
+    assert code == 2
+    assert not (out / "checkpoints").exists() and not (out / "config.json").exists()
+    assert not (out / "model.safetensors").exists()

@@ -39,6 +39,17 @@ def check_finished(model_dir: str | Path) -> None:
                          f"epoch's; rerun `listcon train` to resume it, or remove {model_dir / CHECKPOINTS}")
 
 
+def discard_failed(out_dir: Path) -> None:
+    """After a training failed (not interrupted): remove what it wrote, the best-so-far head and the epoch
+    checkpoints, so that no head is left from a run that failed (a rerun starts over)."""
+    from listcon.model.ranker import CONFIG_FILE, WEIGHTS_FILE
+
+    for name in (CONFIG_FILE, WEIGHTS_FILE, ENCODER_FILE, SETTINGS_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    for name in ("encoder", "encoder.tmp", CHECKPOINTS):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+
+
 def save_best(out_dir: Path, head: ListConRanker, encoder: TextEncoder | None, settings: dict, encoder_info: dict) -> None:
     """The best epoch so far: the head, stage 2's encoder, the settings and the encoder it expects."""
     head.save_pretrained(out_dir)
