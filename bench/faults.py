@@ -23,6 +23,8 @@ from pathlib import Path
 import lance
 import torch
 
+from tqdm import tqdm
+
 from bench.common import print_table, write_results
 from listcon.jobs.lock import LOCK_FILE
 from listcon.model import ListConRanker, ListConRankerConfig, default_model_path
@@ -51,6 +53,33 @@ def hostile_data(root: Path) -> dict[str, Path]:
     first = json.loads(corpus[0])
     variant("id-whitespace", lambda d: (d / "corpus.jsonl").write_text("\n".join([json.dumps({**first, "_id": "a b"}), *corpus[1:]]) + "\n"))
     variant("empty-corpus", lambda d: (d / "corpus.jsonl").write_text(""))
+    # cross-file consistency: qrels against queries and corpus
+    variant("phantom-query", lambda d: (d / "qrels" / "test.tsv").write_text("\n".join([*qrels, "9999\t17\t1"]) + "\n"))
+    variant("unknown-passage", lambda d: (d / "qrels" / "test.tsv").write_text("\n".join([*qrels, "1\t99999\t1"]) + "\n"))
+    variant("header-only-qrels", lambda d: (d / "qrels" / "test.tsv").write_text(qrels[0] + "\n"))
+    variant("qrels-mixed-layouts", lambda d: (d / "qrels" / "test.tsv").write_text(
+        "\n".join([" ".join([r.split("\t")[0], "0", *r.split("\t")[1:]]) for r in qrels[1:3]] + qrels[3:]) + "\n"))
+    # a corpus changed after embed: one passage edited, one removed, one added
+    edited = json.dumps({**first, "text": first["text"] + " (revised)"})
+    variant("passage-changed", lambda d: (d / "corpus.jsonl").write_text("\n".join([edited, *corpus[1:]]) + "\n"))
+    variant("passage-removed", lambda d: (d / "corpus.jsonl").write_text("\n".join(corpus[1:]) + "\n"))
+    variant("passage-added", lambda d: (d / "corpus.jsonl").write_text(
+        "\n".join([*corpus, json.dumps({"_id": "new-1", "title": "", "text": "a passage added after embed"})]) + "\n"))
+    return made
+
+
+def hostile_runs(root: Path, work: Path) -> dict[str, Path]:
+    """External runs that would replace the candidates with nothing, a fragment, or unknown ids."""
+    root.mkdir(parents=True)
+    lines = (work / "runs" / "test.lexical.trec").read_text().splitlines()
+    runs = {"empty": [], "one-query": [l for l in lines if l.split()[0] == "1"],
+            "unknown-query": [*lines, "9999 Q0 17 1 3.5 other"], "unknown-passage": [*lines, "1 Q0 99999 1 3.5 other"],
+            "duplicate-pair": [*lines, lines[0]], "nan-score": [*lines, "1 Q0 40 999 nan other"],
+            "five-fields": [*lines, "1 Q0 41 999"]}
+    made = {}
+    for name, body in runs.items():
+        made[name] = root / f"{name}.trec"
+        made[name].write_text("".join(l + "\n" for l in body))
     return made
 
 
@@ -66,17 +95,75 @@ def bad_models(root: Path) -> dict[str, Path]:
     ListConRanker(ListConRankerConfig(hidden_size=16, num_heads=2, ffn_size=32)).save_pretrained(root / "head")
     made["narrow"], made["head"] = root / "narrow", root / "head"
     for name, config in (("array", [1, 2]), ("zero-heads", {"format": "listcon-head/1", "num_heads": 0}),
-                         ("string", {"format": "listcon-head/1", "hidden_size": "wide"})):
+                         ("string", {"format": "listcon-head/1", "hidden_size": "wide"}),
+                         ("nan-dropout", {"format": "listcon-head/1", "dropout": float("nan")})):
         shutil.copytree(root / "head", root / name)
         (root / name / "config.json").write_text(json.dumps(config))
         made[name] = root / name
+    shutil.copytree(root / "head", root / "unfinished")  # a training that started and never ended
+    (root / "unfinished" / "checkpoints").mkdir()
+    (root / "unfinished" / "checkpoints" / "provenance.json").write_text("{}")
+    made["unfinished"] = root / "unfinished"
     return made
 
 
-def cases(data: dict[str, Path], models: dict[str, Path]) -> list[tuple[str, list[str]]]:
+# Every numeric option's range, tried at and beyond its edges (the same rule everywhere it is read).
+RANGES = [
+    ("embed", ["--max-length", "0"]), ("embed", ["--max-length", "-3"]), ("embed", ["--batch-size", "-1"]),
+    ("embed", ["--chunk-rows", "0"]), ("embed", ["--cpus-per-actor", "-1"]), ("embed", ["--prune-limit", "1.5"]),
+    ("embed", ["--prune-limit", "nan"]),
+    ("index", ["--k1", "-1"]), ("index", ["--k1", "nan"]), ("index", ["--b", "1.5"]), ("index", ["--b", "-0.1"]),
+    ("index", ["--b", "inf"]), ("index", ["--nlist", "0"]), ("index", ["--hnsw-m", "1"]), ("index", ["--nprobe", "0"]),
+    ("index", ["--ef-search", "0"]),
+    ("retrieve", ["--rrf-k", "-60"]), ("retrieve", ["--convex-weight", "1.5"]), ("retrieve", ["--convex-weight", "nan"]),
+    ("retrieve", ["--convex-weight", "-inf"]), ("retrieve", ["--k", "-1"]),
+    ("mine", ["--split", "test", "--holdout-fraction", "1.5"]), ("mine", ["--split", "test", "--holdout-fraction", "nan"]),
+    ("mine", ["--split", "test", "--list-size", "1"]), ("mine", ["--split", "test", "--max-positives", "0"]),
+    ("mine", ["--split", "test", "--depth", "0"]), ("mine", ["--split", "test", "--seed", "-1"]),
+    ("train", ["--split", "test", "--lr", "nan"]), ("train", ["--split", "test", "--lr", "inf"]),
+    ("train", ["--split", "test", "--lr", "0"]), ("train", ["--split", "test", "--lr", "-1e-3"]),
+    ("train", ["--split", "test", "--encoder-lr", "nan"]), ("train", ["--split", "test", "--weight-decay", "-0.1"]),
+    ("train", ["--split", "test", "--gamma", "0"]), ("train", ["--split", "test", "--margin", "nan"]),
+    ("train", ["--split", "test", "--epochs", "0"]), ("train", ["--split", "test", "--batch-size", "0"]),
+    ("train", ["--split", "test", "--grad-accum", "0"]), ("train", ["--split", "test", "--patience", "0"]),
+    ("train", ["--split", "test", "--val-depth", "0"]), ("train", ["--split", "test", "--domain-alpha", "0"]),
+    ("train", ["--split", "test", "--domain-alpha", "1.5"]), ("train", ["--split", "test", "--dropout", "1.5"]),
+    ("train", ["--split", "test", "--dropout", "nan"]), ("train", ["--split", "test", "--hidden-size", "0"]),
+    ("train", ["--split", "test", "--num-layers", "0"]), ("train", ["--split", "test", "--head-cap", "-1"]),
+    ("train", ["--split", "test", "--max-steps-per-epoch", "0"]), ("train", ["--split", "test", "--num-workers", "-1"]),
+    ("rerank", ["--beta", "0"]), ("rerank", ["--beta", "1.5"]), ("rerank", ["--beta", "nan"]), ("rerank", ["--theta", "-5"]),
+    ("rerank", ["--min-drop", "0"]), ("rerank", ["--memory-budget-mb", "0"]),
+]
+
+
+def cases(data: dict[str, Path], models: dict[str, Path], runs: dict[str, Path]) -> list[tuple[str, list[str]]]:
     adi, m = str(ADI), {k: str(v) for k, v in models.items()}
     rerank = ["rerank", adi, "--model-dir", m["head"]]
-    return [
+    ranges = [(f"{step} {' '.join(flags[-2:])}", [step, *([adi] if step != "index" else []), *flags,
+                                                   *(["--model-dir", m["head"]] if step == "rerank" else [])])
+              for step, flags in RANGES]
+    stale = [(f"{step} on a corpus with a passage {change} after embed",
+              [step, str(data[f"passage-{change}"]), *extra])
+             for change in ("changed", "removed", "added")
+             for step, extra in (("retrieve", []), ("mine", ["--split", "test"]), ("rerank", ["--model-dir", m["head"]]),
+                                 ("evaluate", []))]
+    return [*ranges, *stale,
+        *[(f"--run-name {name} (reserved)", [*rerank, "--run-name", name])
+          for name in ("first_stage", "dense", "lexical", "hybrid-rrf", "hybrid-convex", "listcon-top20", "mine-top5")],
+        *[(f"--from-run: {name}", ["retrieve", adi, "--from-run", str(path)]) for name, path in runs.items()],
+        ("qrels: a query not in queries.jsonl", ["evaluate", str(data["phantom-query"])]),
+        ("qrels: a passage not in the corpus (evaluate)", ["evaluate", str(data["unknown-passage"])]),
+        ("qrels: a passage not in the corpus (retrieve)", ["retrieve", str(data["unknown-passage"])]),
+        ("qrels: only a header", ["evaluate", str(data["header-only-qrels"])]),
+        ("qrels: TREC and BEIR lines mixed", ["evaluate", str(data["qrels-mixed-layouts"])]),
+        ("--measures nDCG@ten", ["evaluate", adi, "--measures", "nDCG@ten"]),
+        ("head: NaN dropout", ["rerank", adi, "--model-dir", m["nan-dropout"]]),
+        ("head of an unfinished training", ["rerank", adi, "--model-dir", m["unfinished"]]),
+        ("IVF --nlist above the passage count", ["index", "--kind", "ivf", "--nlist", "1000"]),
+        ("[[train.extra]] whose data is missing", ["train", adi, "--split", "test", "--extra",
+                                                   "ghost=/nonexistent/ghost@/nonexistent/ghost-work"]),
+        ("--ray-address nobody answers at", ["embed", adi, "--ray-address", "127.0.0.1:1", "--rebuild"]),
+        ("--ray-address that is not host:port", ["embed", adi, "--ray-address", "nowhere", "--rebuild"]),
         ("qrels grade 0.9", ["evaluate", str(data["grade-0.9"])]),
         ("qrels grade inf", ["evaluate", str(data["grade-inf"])]),
         ("qrels pair judged twice, differently", ["evaluate", str(data["grade-conflict"])]),
@@ -141,12 +228,22 @@ def run_case(name: str, args: list[str], base: Path, timeout: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "adi", help="an embedded, retrieved adi workdir")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "adi",
+                        help="an embedded, retrieved adi workdir (make demo's; or work/transfer/adi)")
     parser.add_argument("--timeout", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        shutil.copytree(args.workdir, base, ignore=shutil.ignore_patterns(LOCK_FILE))
+        # an embed with nothing to encode records the corpus the cache holds (what the stale-corpus cases check)
+        subprocess.run([sys.executable, "-m", "listcon.jobs.cli", "embed", str(ADI), "--workdir", str(base),
+                        "--no-progress"], env=ENV, check=True, capture_output=True)
         data, models = hostile_data(Path(tmp) / "data"), bad_models(Path(tmp) / "models")
-        rows = [run_case(name, argv, args.workdir, args.timeout) for name, argv in cases(data, models)]
+        runs = hostile_runs(Path(tmp) / "runs", base)
+        todo = cases(data, models, runs)
+        rows = []
+        for name, argv in tqdm(todo, desc="hostile inputs", unit="case"):
+            rows.append(run_case(name, argv, base, args.timeout))
     print_table(rows, ["case", "outcome", "exit", "workdir_changed", "passages_lost", "message"])
     tally = {"cases": len(rows), **{k: sum(r["outcome"] == k for r in rows) for k in ("clear error", "accepted", "traceback", "hang")},
              "workdir_changed": sum(r["workdir_changed"] for r in rows),
