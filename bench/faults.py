@@ -121,7 +121,7 @@ RANGES = [
     ("mine", ["--split", "test", "--list-size", "1"]), ("mine", ["--split", "test", "--max-positives", "0"]),
     ("mine", ["--split", "test", "--depth", "0"]), ("mine", ["--split", "test", "--seed", "-1"]),
     ("train", ["--split", "test", "--lr", "nan"]), ("train", ["--split", "test", "--lr", "inf"]),
-    ("train", ["--split", "test", "--lr", "0"]), ("train", ["--split", "test", "--lr", "-1e-3"]),
+    ("train", ["--split", "test", "--lr", "-1e-3"]),
     ("train", ["--split", "test", "--encoder-lr", "nan"]), ("train", ["--split", "test", "--weight-decay", "-0.1"]),
     ("train", ["--split", "test", "--gamma", "0"]), ("train", ["--split", "test", "--margin", "nan"]),
     ("train", ["--split", "test", "--epochs", "0"]), ("train", ["--split", "test", "--batch-size", "0"]),

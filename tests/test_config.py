@@ -36,7 +36,7 @@ def load(tmp_path, text: str) -> Config:
      "config key 'train.settings.head.attention' must be one of list, bidirectional, passage; got 'lists'"),
     ("[rerank.settings]\nprecision = \"int4\"\n", "config key 'rerank.settings.precision' must be one of auto, fp32, fp16, bf16"),
     ("[schedule]\nbeta = 0.0\n", "[schedule] beta must be a finite number above 0 and at most 1; got 0.0"),
-        ("[train.settings]\nlr = nan\n", "[train.settings] lr must be a finite number above 0; got nan"),
+        ("[train.settings]\nlr = nan\n", "[train.settings] lr must be a finite number at least 0; got nan"),
         ("[retrieve]\nrrf_k = -60\n", "[retrieve] rrf_k must be an integer at least 0; got -60"),
         ("[ray]\nobject_store_mb = 1\n", "ray.object_store_mb must be an integer at least 80; got 1"),
 ])
@@ -121,7 +121,7 @@ def test_records_built_in_code_refuse_the_values_toml_and_flags_refuse():
     from listcon.pipeline.retrieval.lexical import LexicalSpec
     from listcon.pipeline.training.loop import TrainSettings
 
-    for make, message in ((lambda: TrainSettings(lr=float("nan")), "lr must be a finite number above 0; got nan"),
+    for make, message in ((lambda: TrainSettings(lr=float("nan")), "lr must be a finite number at least 0; got nan"),
                           (lambda: LexicalSpec(k1=-1.0), "k1 must be a finite number at least 0; got -1.0"),
                           (lambda: PruneSchedule(theta=0), "theta must be an integer at least 1; got 0")):
         with pytest.raises(ConfigError, match=re.escape(message)):
