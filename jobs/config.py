@@ -132,8 +132,6 @@ class RerankOptions:
 
     def __post_init__(self) -> None:
         user_run_name(self.run_name)
-        if self.workers < 1 or self.shard_size < 1:
-            raise ValueError(f"workers and shard_size must be at least 1, got {self.workers} and {self.shard_size}")
 
 
 @dataclass(frozen=True)
