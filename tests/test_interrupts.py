@@ -14,24 +14,11 @@ from pathlib import Path
 import lance
 import numpy as np
 import pytest
-import torch
 
 from conftest import kill_when, session_processes
 from listcon.jobs.lock import LOCK_FILE
-from listcon.model import ListConRanker, ListConRankerConfig
 from listcon.pipeline.store.ranked_lists import read_trec
-from test_faults import CLI, DATA, ENV, after, run
-
-
-@pytest.fixture(scope="module")
-def base(adi_embedded, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("interrupts")
-    work = root / "base"
-    shutil.copytree(adi_embedded, work, ignore=shutil.ignore_patterns(LOCK_FILE))
-    run(["mine", DATA, "--workdir", str(work), "--split", "test", "--holdout-fraction", "0.3"])
-    torch.manual_seed(0)
-    ListConRanker(ListConRankerConfig(hidden_size=32, num_heads=4, ffn_size=64)).save_pretrained(root / "head")
-    return work
+from test_faults import CLI, DATA, ENV, after, base, run  # noqa: F401 (base: the embedded, mined adi workdir and a head)
 
 
 def stopped(argv: list[str], ready, sig: int) -> None:
