@@ -109,8 +109,17 @@ def add_section(parser: argparse.ArgumentParser, section: str, cls: type, only: 
         group.add_argument(flag, type=kind, nargs=nargs, choices=field.metadata.get("choices"), **kwargs)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one log line like every other bad input (exit 2), not a usage dump."""
+
+    def error(self, message: str):
+        setup_logging()
+        log.error("%s: %s (see `%s --help`)", self.prog, message, self.prog)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="listcon", description="Embedding-cache batch reranking with ListConRanker.")
+    parser = Parser(prog="listcon", description="Embedding-cache batch reranking with ListConRanker.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command, sections in SECTIONS.items():
         step = sub.add_parser(command, help=HELP[command], description=HELP[command])
