@@ -191,7 +191,8 @@ def cases(data: dict[str, Path], models: dict[str, Path], runs: dict[str, Path])
 
 
 def snapshot(work: Path) -> dict[str, int]:
-    return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in work.rglob("*") if p.name != LOCK_FILE}
+    """Every file and its time, but the writer lock and the run records (a refused job is recorded too)."""
+    return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in work.rglob("*") if p.name not in (LOCK_FILE, "runs.jsonl")}
 
 
 def passages(work: Path) -> int:

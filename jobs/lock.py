@@ -99,8 +99,11 @@ def locked(job: str) -> Callable:
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(config, *args, **kwargs):
-            with workdir_lock(config.work.root, job, config.lock.wait):
-                return fn(config, *args, **kwargs)
+            from listcon.jobs.run_records import recorded
+
+            with workdir_lock(config.work.root, job, config.lock.wait), recorded(job, config) as record:
+                record["result"] = fn(config, *args, **kwargs)
+                return record["result"]
 
         return run
 

@@ -17,8 +17,9 @@ from listcon.model import ListConRanker, ListConRankerConfig
 
 
 def tree(root: Path) -> dict[str, float]:
-    """Every file and its mtime, except the writer lock a job takes and releases."""
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.name != LOCK_FILE}
+    """Every file and its mtime, except the writer lock a job takes and releases and the run records it appends."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))
+            if p.name not in (LOCK_FILE, "runs.jsonl")}
 
 
 @pytest.fixture(scope="module")

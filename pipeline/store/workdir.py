@@ -108,5 +108,19 @@ class Workdir:
     def runs(self, split: str) -> list[Path]:
         return sorted((self.root / "runs").glob(f"{safe_name(split, 'split')}.*.trec"))
 
+    @property
+    def records(self) -> Path:
+        """One JSON line per job that ran here (see ``listcon.jobs.run_records``)."""
+        return self.root / "runs.jsonl"
+
+    def tables(self) -> list[str]:
+        """URIs of every Lance table the pipeline keeps here (caches, candidates, rankings, training lists)."""
+        from listcon.pipeline.store.lance_tables import list_tables
+
+        found = [self.passages, self.queries, self.texts]
+        for folder in ("candidates", "rankings", "training"):
+            found += list_tables(self._lance(folder))
+        return found
+
     def reports(self, split: str) -> Path:
         return self.root / "reports" / safe_name(split, "split")
