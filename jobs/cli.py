@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import types
@@ -34,7 +35,7 @@ from listcon.jobs.config import (
     load_config,
     read_toml,
 )
-from listcon.jobs.runtime import JOB_SIGNAL_HANDLERS, bound_heap, setup_logging, stop_ray_started_since
+from listcon.jobs.runtime import JOB_SIGNAL_HANDLERS, RECEIVED_SIGNALS, bound_heap, setup_logging, stop_ray_started_since
 from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.encoding.encode_batch import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
@@ -188,12 +189,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config_from_dict(raw)
 
 
-RECEIVED: list[int] = []  # the signals that stopped the job (Ray may re-raise one as a bare KeyboardInterrupt)
-
-
 def _interrupt(signum: int, frame) -> None:
     """SIGINT or SIGTERM: unwind the step like any error (nothing half-done commits)."""
-    RECEIVED.append(signum)
+    RECEIVED_SIGNALS.append(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -207,20 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     JOB_SIGNAL_HANDLERS.update({s: _interrupt for s in handlers})
     try:
-        return _main(args, verbose)
+        code = _main(args, verbose)
     except KeyboardInterrupt:
+        # Stopped: the process exits once Ray is down; no later signal may cut that short, or turn the
+        # exit code into a death by signal during the interpreter's shutdown.
         for s in handlers:
-            signal.signal(s, signal.SIG_IGN)  # a second signal must not cut the cleanup short
-        signum = RECEIVED[0] if RECEIVED else signal.SIGINT
+            signal.signal(s, signal.SIG_IGN)
+        signum = RECEIVED_SIGNALS[0] if RECEIVED_SIGNALS else signal.SIGINT
         stop_ray_started_since(False)  # the job's own local Ray goes with it; a cluster is only disconnected
         log.error("interrupted by %s: nothing half-done was committed; rerun the same command to resume",
                   signal.Signals(signum).name)
-        return 128 + signum
-    finally:
         JOB_SIGNAL_HANDLERS.clear()
-        RECEIVED.clear()
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
+        RECEIVED_SIGNALS.clear()
+        return 128 + signum
+    JOB_SIGNAL_HANDLERS.clear()
+    for s, handler in handlers.items():  # in-process callers (tests, notebooks) get theirs back
+        signal.signal(s, handler)
+    return code
 
 
 def _main(args: argparse.Namespace, verbose: bool) -> int:
@@ -264,5 +265,17 @@ def _run_step(command: str, config: Config, progress: bool) -> None:
     step(config, **kwargs)
 
 
+def entry() -> None:
+    """The `listcon` command: ``main``'s exit code. An interrupted job leaves at once after its cleanup, without
+    the interpreter's shutdown, where libraries' threads have turned a handled interrupt into a death by SIGINT."""
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

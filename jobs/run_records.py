@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from listcon.jobs.runtime import git_sha
+from listcon.jobs.runtime import RECEIVED_SIGNALS, git_sha
 from listcon.pipeline.store.lance_tables import open_table
 from listcon.schemas import to_dict
 
@@ -71,7 +71,8 @@ def recorded(step: str, config) -> Iterator[dict]:
         if status == "done" and outcome.get("up_to_date"):
             status = "up to date"
         line = {"step": step, "start": _iso(started), "end": _iso(time.time()),
-                "seconds": round(time.time() - started, 3), "status": status, "exit": EXIT_CODES[status],
+                "seconds": round(time.time() - started, 3), "status": status,
+                "exit": 128 + RECEIVED_SIGNALS[0] if status == "interrupted" and RECEIVED_SIGNALS else EXIT_CODES[status],
                 **({"error": error} if error else {}), "result": outcome, "tables_before": before,
                 "tables_after": table_versions(work), "git": git_sha(), "config_digest": config_digest(config),
                 "pid": os.getpid()}

@@ -101,6 +101,7 @@ def storage_env() -> dict[str, str]:
 # Signal handlers of the command line's own (SIGINT/SIGTERM -> a clean stop); ray.init installs C++
 # handlers over them (SIGTERM then aborts the process with a stack dump), so start_ray puts them back.
 JOB_SIGNAL_HANDLERS: dict = {}
+RECEIVED_SIGNALS: list[int] = []  # the signals that stopped the job (Ray may re-raise one as a bare KeyboardInterrupt)
 
 CONNECT_TIMEOUT_S = 15.0  # how long a cluster address may take to answer before the job gives up
 

@@ -17,8 +17,10 @@ import pytest
 
 from conftest import kill_when, session_processes
 from listcon.jobs.lock import LOCK_FILE
+from listcon.jobs.run_records import read_records
+from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.store.ranked_lists import read_trec
-from test_faults import CLI, DATA, ENV, after, base, run  # noqa: F401 (base: the embedded, mined adi workdir and a head)
+from test_faults import CLI, DATA, ENV, base, run  # noqa: F401 (base: the embedded, mined adi workdir and a head)
 
 
 def stopped(argv: list[str], ready, sig: int) -> None:
@@ -31,6 +33,12 @@ def stopped(argv: list[str], ready, sig: int) -> None:
     while session_processes(session) and time.time() < deadline:
         time.sleep(0.5)
     assert not session_processes(session), f"alive 10 s after the job: {session_processes(session)}"
+
+
+def holding(work: Path, job: str) -> bool:
+    """Whether ``job`` holds the workdir's writer lock now (the lock file names its holder while held)."""
+    lock = work / LOCK_FILE
+    return lock.is_file() and f'"job": "{job}"' in lock.read_text()
 
 
 def table(uri: Path, key: str):
@@ -66,7 +74,7 @@ def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tm
     elif step == "retrieve":
         shutil.rmtree(work / "candidates")
         argv = ["retrieve", DATA, "--workdir", str(work), "--split", "test", "--k", "50"]
-        stopped(argv, after(3.0), sig)
+        stopped(argv, lambda: holding(work, "retrieve"), sig)  # it holds the workdir: loading, or retrieving
         run(argv)
         assert table(work / "candidates" / "test.lance", "passage_id").sort_by([("query_id", "ascending"), (
             "rank", "ascending")]).equals(table(base / "candidates" / "test.lance", "passage_id").sort_by(
@@ -90,3 +98,5 @@ def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tm
         assert read_trec(work / "runs" / "test.listcon.trec") == read_trec(reference / "runs" / "test.listcon.trec")
         assert table(work / "rankings" / "test.lance", "passage_id").equals(
             table(reference / "rankings" / "test.lance", "passage_id"))
+    ends = [(r["step"], r["status"], r["exit"]) for r in read_records(Workdir(work))]
+    assert (step, "interrupted", 128 + sig) in ends and ends[-1] == (step, "done", 0)  # the run records say so
