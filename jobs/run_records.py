@@ -27,13 +27,17 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {"done": 0, "up to date": 0, "error": 2, "lost node": 3, "interrupted": 130}
 
 
-def table_versions(work) -> dict[str, int]:
-    """``{table path relative to the workdir: version}`` for every table that exists."""
-    versions = {}
-    for uri in work.tables():
-        table = open_table(uri)
-        if table is not None:
-            versions[uri.removeprefix(str(work.lance_root or work.root)).lstrip("/")] = table.version
+def table_versions(work) -> dict[str, int | str]:
+    """``{table path relative to the workdir: version}`` for every table that exists. Best effort: a store
+    that cannot be listed (the step itself then fails, and says why in its own words) is noted, never raised."""
+    versions: dict[str, int | str] = {}
+    try:
+        for uri in work.tables():
+            table = open_table(uri)
+            if table is not None:
+                versions[uri.removeprefix(str(work.lance_root or work.root)).lstrip("/")] = table.version
+    except Exception as err:  # noqa: BLE001 (a record must never fail the job it records)
+        versions["unreadable"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
     return versions
 
 
