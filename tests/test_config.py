@@ -127,3 +127,14 @@ def test_records_built_in_code_refuse_the_values_toml_and_flags_refuse():
                           (lambda: PruneSchedule(theta=0), "theta must be an integer at least 1; got 0")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             make()
+
+
+def test_the_committed_reference_is_the_config_tree():
+    """docs/reference.md is generated from the fields (python -m listcon.jobs.reference); it must not drift."""
+    from pathlib import Path
+
+    from listcon.jobs.reference import render
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+    assert page.read_text() == render(), "docs/reference.md is stale: python -m listcon.jobs.reference > docs/reference.md"
+    assert "| `lr` | `--lr` (train) | `float` | `0.001` | at least 0 |" in page.read_text()
