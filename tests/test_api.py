@@ -189,3 +189,12 @@ def test_rank_over_many_texts_reranks_the_first_stage_top_and_keeps_the_rest_in_
     assert {h.index for h in hits[:30]} == set(first[:30].tolist())  # only the first stage's top 30 meet the head
     assert [h.index for h in hits[30:]] == first[30:].tolist()
     assert all(a.score > b.score for a, b in zip(hits, hits[1:]))
+
+
+def test_every_python_example_in_the_docs_runs():
+    """The docs' code blocks are run as they stand (the README's run in the test above)."""
+    blocks = [(page.name, code) for page in sorted((ROOT / "docs").glob("*.md"))
+              for code in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
+    assert blocks, "no python example in docs/"
+    for name, code in blocks:
+        exec(compile(code, name, "exec"), {})
