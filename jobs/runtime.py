@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("listcon")
@@ -20,12 +21,16 @@ log = logging.getLogger("listcon")
 # Ray and tokenizers only: whether the Hugging Face Hub may be reached is the user's call
 # (HF_HUB_OFFLINE); local model directories never touch it.
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+# Ray Data's notices ("Progress bars disabled", "execution finished") stay out of a normal run unless -v.
+# (Setting RAY_BACKEND_LOG_LEVEL to hide the core worker's C++ lines prints a C++ line of its own.)
+QUIET_UNLESS_VERBOSE = {"RAY_DATA_LOG_LEVEL": "ERROR"}
 
 
 def setup_logging(verbose: bool = False) -> None:
     """listcon logs at INFO (DEBUG with -v); Ray Data's and transformers' chatter stays down."""
-    for key, value in QUIET_ENV.items():
+    for key, value in {**QUIET_ENV, **({} if verbose else QUIET_UNLESS_VERBOSE)}.items():
         os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", message="lance is not fork-safe")  # Ray forks nothing lance holds
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_loggers()
