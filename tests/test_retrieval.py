@@ -178,13 +178,15 @@ def test_approximate_indexes_agree_with_flat(adi_embedded):
         assert approx["passage_id"].to_pylist() == exact["passage_id"].to_pylist()
 
 
-def test_k_larger_than_the_corpus_is_clamped_with_a_warning(adi_embedded, caplog):
+def test_k_larger_than_the_corpus_takes_every_passage_without_a_warning(adi_embedded, caplog):
+    """The default k=1,000 over a small corpus needs no one's attention: said at INFO, not as a warning."""
     work = Workdir(adi_embedded)
     index, _, _ = faiss_index.load(work.index)
     qids = EmbeddingCache(work.queries).ids()[:3]
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         table = first_stage(work, IndexSpec(), 500, method="hybrid", index=index, qids=qids)
-    assert "k=500 is larger than the 82 indexed passages; clamped to 82" in caplog.text
+    said = [r for r in caplog.records if "k=500 is above the 82 indexed passages: every passage is a candidate" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "INFO"
     assert table.num_rows == 3 * 82
 
 

@@ -54,11 +54,12 @@ class RetrieveOptions:
 
 
 def clamp_k(k: int, count: int) -> int:
-    """K larger than the corpus is clamped to the corpus size, with a warning."""
+    """K larger than the corpus is clamped to the corpus size: every passage is then a candidate, which
+    needs no one's attention (a small corpus under the default k=1,000), so it is said at INFO."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if k > count:
-        log.warning("k=%d is larger than the %d indexed passages; clamped to %d", k, count, count)
+        log.info("k=%d is above the %d indexed passages: every passage is a candidate", k, count)
         return count
     return k
 
