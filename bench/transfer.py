@@ -37,8 +37,8 @@ from listcon.jobs.runtime import setup_logging
 from listcon.pipeline.data.readers import read_qrels, read_queries
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 from listcon.pipeline.retrieval.lexical import LexicalIndex
-from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, QuerySignals, anchor_scores, list_features,
-                                               query_idf)
+from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, QuerySignals, list_features, query_idf,
+                                               weigh)
 from listcon.pipeline.training.domain import EXTERNAL_FALLBACK
 from listcon.schemas import SIGNALS
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
@@ -183,13 +183,13 @@ def _fusions(rows: pa.Table, k: int, mode: str) -> dict[str, np.ndarray]:
     col = {name: matrix[:, SIGNALS.index(name)] for name in SIGNALS}
     if mode == "hybrid":
         return {"lexical": col["lexical"], "dense": col["dense"], "rrf": col["rrf"], "fused": col["fused"],
-                "fallback": anchor_scores(rows, k, ANCHOR)}
+                "fallback": weigh(matrix, ANCHOR)}
     # convex over the three sides alike, each min-max normalised over the list; the fallback before this change
     # was the demo anchor: the external score min-max (fused) + 0.5 RRF of the dense and lexical ranks only
     norm = lambda v: (v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v)  # noqa: E731
     return {"external": col["external"], "dense": col["dense"], "rrf": col["rrf"],
             "convex": (norm(col["external"]) + norm(col["dense"]) + norm(col["lexical"])) / 3,
-            "old_fallback": col["fused"] + 0.5 * _two_sided_rrf(rows, k), "fallback": anchor_scores(rows, k, EXTERNAL_FALLBACK)}
+            "old_fallback": col["fused"] + 0.5 * _two_sided_rrf(rows, k), "fallback": weigh(matrix, EXTERNAL_FALLBACK)}
 
 
 def _two_sided_rrf(rows: pa.Table, k: int) -> np.ndarray:

@@ -41,14 +41,18 @@ def _commands(section: str, field: str) -> list[str]:
             if any(s == section and (only is None or field in only) for s, _, only in sections)]
 
 
+def _section(hint) -> type | None:
+    """The dataclass a field's type hint holds (itself, or a tuple's items: ``[[train.extra]]``), else None."""
+    inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple and typing.get_args(hint) else hint
+    return inner if dataclasses.is_dataclass(inner) else None
+
+
 def _sections(cls: type, path: str) -> list[tuple[str, type]]:
     """(section path, dataclass) for ``cls`` and every nested dataclass field, depth first."""
     found = [(path, cls)]
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        kind = hints[field.name]
-        inner = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple and typing.get_args(kind) else kind
-        if dataclasses.is_dataclass(inner):
+        if inner := _section(hints[field.name]):
             found += _sections(inner, f"{path}.{field.name}" if path else field.name)
     return found
 
@@ -65,8 +69,7 @@ def render() -> str:
         lines += [f"## {title}: {cls.__name__}", "", (cls.__doc__ or "").strip().splitlines()[0], "",
                   "| key | flag (commands) | type | default | valid values | what |", "|---|---|---|---|---|---|"]
         for field in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(typing.get_args(hints[field.name])[0] if typing.get_origin(hints[field.name]) is tuple
-                                        and typing.get_args(hints[field.name]) else hints[field.name]):
+            if _section(hints[field.name]):
                 continue  # a nested section: its own table below
             flag = field.metadata.get("flag", True)
             name = flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")

@@ -31,6 +31,13 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT = "listcon-head/1"
 
 
+def check_anchor(anchor: dict[str, float], signals: tuple[str, ...], what: str = "anchor") -> None:
+    """An anchor fusion weighs signals the head takes, with non-negative weights summing above 0."""
+    if set(anchor) - set(signals) or min(anchor.values()) < 0 or sum(anchor.values()) <= 0:
+        raise ValueError(f"{what} weighs signals the head takes ({list(signals)}) with non-negative weights "
+                         f"summing above 0; got {anchor}")
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing, corrupted, or does not fit the model."""
 
@@ -71,10 +78,8 @@ class ListConRankerConfig:
         unknown = [n for n in self.signals if n not in SIGNALS]
         if unknown or len(set(self.signals)) != len(self.signals):
             raise ValueError(f"signals must be distinct names from {SIGNALS}; got {list(self.signals)}")
-        if self.anchor and (not self.signals or set(self.anchor) - set(self.signals)
-                            or min(self.anchor.values()) < 0 or sum(self.anchor.values()) <= 0):
-            raise ValueError(f"anchor weighs signals the head takes ({list(self.signals)}) with non-negative weights "
-                             f"summing above 0; got {self.anchor}")
+        if self.anchor:
+            check_anchor(self.anchor, self.signals)
         if self.head_cap is not None and not (self.first_stage_prior or self.signals):
             raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals; "
                              f"got {self.head_cap}")
@@ -82,6 +87,11 @@ class ListConRankerConfig:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"
             )
+
+    @property
+    def anchor_weights(self) -> dict[str, float]:
+        """The fixed fusion the prior starts from and falls back to: ``anchor``, else the first signal alone."""
+        return self.anchor or {self.signals[0]: 1.0}
 
     @classmethod
     def from_dict(cls, saved: dict) -> "ListConRankerConfig":
@@ -230,7 +240,7 @@ class ListConRanker(nn.Module):
         prior = torch.tensor([0.0 if config.signals else 10.0, 0.0])
         if not config.signals:
             return prior, None
-        anchor = anchor or config.anchor or {config.signals[0]: 1.0}
+        anchor = anchor or config.anchor_weights
         total = sum(anchor.values())
         weights = torch.zeros(len(config.signals) + 1)
         for name, weight in anchor.items():
@@ -247,9 +257,8 @@ class ListConRanker(nn.Module):
         """
         if not hasattr(self, "prior"):
             raise ValueError("this head has no prior (no signals, no first_stage_prior): it has no anchor to fall back to")
-        if anchor and (set(anchor) - set(self.config.signals) or min(anchor.values()) < 0 or sum(anchor.values()) <= 0):
-            raise ValueError(f"a fallback anchor weighs signals the head takes ({list(self.config.signals)}) with "
-                             f"non-negative weights summing above 0; got {anchor}")
+        if anchor:
+            check_anchor(anchor, self.config.signals, "a fallback anchor")
         copy = ListConRanker(self.config).to(self.prior.device)
         copy.load_state_dict(self.state_dict())
         prior, weights = self.initial_prior(anchor)

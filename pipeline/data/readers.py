@@ -167,8 +167,7 @@ def judged_queries(data: str | Path, split: str, corpus_ids: set[str] | None = N
     source = str(Path(data) / "qrels" / f"{split}.tsv")
     check_known_ids(qrels["query_id"].to_pylist(), set(queries["id"].to_pylist()), source, "query-id", "query")
     if corpus_ids is not None:
-        judged = qrels["passage_id"].to_pylist()
-        unknown = sorted({p for p in judged if p not in corpus_ids})
+        unknown = sorted({p for p in qrels["passage_id"].to_pylist() if p not in corpus_ids})
         if unknown and unknown_passages != "count":
             raise DataError(source, f"{len(unknown)} corpus id(s) are not in the corpus, e.g. {unknown[:5]}; to score "
                                     "anyway (a sample of a bigger corpus), pass --unknown-passages count",

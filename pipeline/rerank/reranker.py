@@ -26,13 +26,12 @@ from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex, LexicalSpec, read_manifest
 from listcon.pipeline.retrieval.retrieve import dense_scores, minmax
-from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals, select
+from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals, select, weigh
 from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE, check_finished
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
-from listcon.schemas import SIGNALS
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
 
@@ -88,9 +87,8 @@ class Reranker:
         check_finished(model_dir)
         head = ListConRanker.from_pretrained(model_dir)
         if workdir is not None and not learned_part_here(head, model_dir, workdir, settings.outside_domain):
-            sources = [read_provenance(table) for table in list_tables(workdir.all_candidates)]
-            external = next((s for s in sources if fallback_anchor(head, s)), None)  # a workdir fed by an external run
-            head = head.anchored(fallback_anchor(head, external))
+            fallbacks = (fallback_anchor(head, read_provenance(table)) for table in list_tables(workdir.all_candidates))
+            head = head.anchored(next((f for f in fallbacks if f), None))  # RRF where a table came from an external run
         return cls(head, workdir, encoder, settings, schedule, info)
 
     # -- texts ---------------------------------------------------------------------------
@@ -134,8 +132,7 @@ class Reranker:
             lexical = LexicalIndex.build(candidates, passages, self._lexical_spec()).scores(query, candidates)
             rows = ad_hoc_candidates(candidates, {p: (float(d), float(b)) for p, d, b in zip(candidates, dense, lexical)})
             matrix = QuerySignals(rows, len(candidates)).matrix(candidates).astype(np.float64)
-            anchor = self.head.config.anchor or {names[0]: 1.0}
-            first = sum(weight * matrix[:, SIGNALS.index(name)] for name, weight in anchor.items())
+            first = weigh(matrix, self.head.config.anchor_weights)
             features = np.concatenate([features, select(matrix, names, "rank()'s texts").astype(np.float32)], axis=1)
         by_first = np.lexsort((np.arange(len(first)), -first))
         top = by_first[: self.settings.depth or RANK_DEPTH]

@@ -144,10 +144,9 @@ def _z(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
 
-def anchor_scores(rows: pa.Table, k: int, anchor: dict[str, float] = ANCHOR) -> np.ndarray:
-    """An anchor fusion ({signal: weight}) of one query's candidates, as ``QuerySignals`` computes its signals."""
-    matrix = QuerySignals(rows, k).matrix(rows["passage_id"].to_pylist()).astype(np.float64)
-    return sum(weight * matrix[:, SIGNALS.index(name)] for name, weight in anchor.items())
+def weigh(matrix: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """A fixed fusion ({signal: weight}, e.g. a head's anchor) of a full ``[n, len(SIGNALS)]`` signal matrix."""
+    return sum(weight * matrix[:, SIGNALS.index(name)].astype(np.float64) for name, weight in weights.items())
 
 
 def query_idf(lexical, query: str) -> tuple[int, float, float]:
@@ -171,7 +170,7 @@ def list_features(rows: pa.Table, k: int, vectors: np.ndarray, idf: tuple[int, f
     signals = QuerySignals(rows, k)
     base = signals.matrix(rows["passage_id"].to_pylist()).astype(np.float64)
     dense, lexical = signals.dense, signals.lexical
-    anchor = sum(weight * base[:, SIGNALS.index(name)] for name, weight in anchor.items())
+    anchor = weigh(base, anchor)
     order = np.lexsort((np.arange(len(anchor)), -anchor))
     anchor_rank = np.empty(len(anchor)); anchor_rank[order] = np.arange(1, len(anchor) + 1)
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

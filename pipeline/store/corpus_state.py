@@ -30,8 +30,9 @@ class StaleCacheError(ValueError):
 
 @dataclass(frozen=True)
 class CorpusChanges:
-    """Passages of the corpus on disk against the cache: new, changed (another text) and gone."""
+    """Passages of the corpus on disk (``path``) against the cache: new, changed (another text) and gone."""
 
+    path: Path
     new: int
     changed: int
     removed: int
@@ -62,11 +63,11 @@ def corpus_changes(work: Workdir, data: str | Path | None = None) -> CorpusChang
     record = json.loads(work.corpus_state.read_text())
     path = corpus_path(data).resolve() if data is not None else Path(record["path"])
     if str(path) == record["path"] and path.exists() and _stat(path) == {k: record[k] for k in ("size", "mtime_ns")}:
-        return CorpusChanges(0, 0, 0)
+        return CorpusChanges(path, 0, 0, 0)
     corpus = read_corpus(path, empty=record["empty"], limit=record["limit"])
     have = TextTable(work.texts).hashes()
     disk = dict(zip(corpus.table["id"].to_pylist(), (content_hash(t) for t in corpus.texts())))
-    return CorpusChanges(new=sum(1 for p in disk if p not in have),
+    return CorpusChanges(path, new=sum(1 for p in disk if p not in have),
                          changed=sum(1 for p, h in disk.items() if p in have and have[p] != h),
                          removed=sum(1 for p in have if p not in disk))
 
@@ -76,7 +77,7 @@ def check_corpus_current(work: Workdir, data: str | Path | None, policy: str = "
     changes = corpus_changes(work, data)
     if not changes:
         return
-    where = data if data is not None else json.loads(work.corpus_state.read_text())["path"]
+    where = data if data is not None else changes.path
     fix = f"`listcon embed {where} --workdir {work.root}{' --prune' if changes.removed else ''}` then `listcon index`"
     message = (f"the corpus {where} changed since the passage cache in {work.root} was built ({changes}); "
                f"{step} would rank with the old passages. Bring the cache up to date with {fix}")

@@ -68,7 +68,7 @@ def learned_part_here(head, model_dir: str | Path, work: Workdir, outside_domain
         return True
     log.warning("%s is outside the head's domain (validated: %s; True = the learned part helped there): "
                 "ranking by its anchor fusion %s (outside_domain=anchor)", work.root, validated,
-                head.config.anchor or {head.config.signals[0]: 1.0} if head.config.signals else "cosine")
+                head.config.anchor_weights if head.config.signals else "cosine")
     return False
 
 
