@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib
 import inspect
+import json
 import logging
 import os
 import signal
@@ -36,13 +37,14 @@ from listcon.jobs.config import (
     read_toml,
 )
 from listcon.jobs.runtime import JOB_SIGNAL_HANDLERS, RECEIVED_SIGNALS, bound_heap, setup_logging, stop_ray_started_since
-from listcon.model import ListConRankerConfig, PruneSchedule
-from listcon.pipeline.encoding.encode_batch import EncoderSettings
+from listcon.model.head_config import ListConRankerConfig
+from listcon.model.schedule import PruneSchedule
+from listcon.pipeline.encoding.settings import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.jobs.lock import LockOptions
 from listcon.pipeline.retrieval.lexical import LexicalSpec
-from listcon.pipeline.training.loop import TrainSettings
+from listcon.pipeline.training.settings import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
 from listcon.schemas import ConfigError, DataError
 
@@ -145,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logs and full tracebacks")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    status = sub.add_parser("status", help="per step: up to date, or what a run would do and why (no Ray, no "
+                            "model; exit 0 up to date, 1 work to do)")
+    status.add_argument("config", type=Path)
+    status.add_argument("--split", help="the split (default: the config's)")
+    status.add_argument("--json", action="store_true", help="one JSON object on stdout, for schedulers")
+    status.add_argument("-v", "--verbose", action="store_true", help="debug logs and full tracebacks")
+
     data = sub.add_parser("data", help="datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     download = data_sub.add_parser("download", help="fetch a public BEIR collection (needs a network)")
@@ -240,6 +249,15 @@ def _main(args: argparse.Namespace, verbose: bool) -> int:
 
             run(config, progress=not args.no_progress)
             return 0
+        if args.command == "status":
+            from listcon.jobs.status import status
+
+            found = status(load_config(args.config), args.split)
+            if args.json:
+                sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n")
+            else:
+                sys.stdout.write("".join(f"{'ok   ' if s.up_to_date else 'stale'}  {s.detail}\n" for s in found.steps))
+            return 0 if found.up_to_date else 1
         config = config_from_args(args)
         _run_step(args.command, config, progress=not args.no_progress)
     except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as err:

@@ -20,8 +20,8 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from listcon.model import PruneSchedule
-from listcon.pipeline.encoding.encode_batch import EncoderSettings
+from listcon.model.schedule import PruneSchedule
+from listcon.pipeline.encoding.settings import EncoderSettings
 from listcon.pipeline.data.readers import UNKNOWN_PASSAGE_POLICIES
 from listcon.pipeline.store.corpus_state import STALE_POLICIES
 from listcon.pipeline.evaluation.evaluate import DEFAULT_MEASURES, check_measures
@@ -31,7 +31,7 @@ from listcon.pipeline.retrieval.lexical import LexicalSpec
 from listcon.pipeline.retrieval.retrieve import RetrieveOptions
 from listcon.jobs.lock import LockOptions
 from listcon.pipeline.store.workdir import Workdir, safe_name, user_run_name
-from listcon.pipeline.training.loop import TrainSettings
+from listcon.pipeline.training.settings import TrainSettings
 from listcon.pipeline.training.mining import MiningSettings
 from listcon.schemas import ConfigError, build, check_ranges, choice, option, to_dict
 

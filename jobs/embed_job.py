@@ -14,7 +14,7 @@ from listcon.jobs.lock import locked
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, eligible_nodes, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.pipeline.data.readers import read_corpus
-from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts
+from listcon.pipeline.encoding.embed import EmbedReport, EncodeStream, embed_texts, encode_here
 from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
 from listcon.pipeline.store.embedding_cache import content_hash
 from listcon.pipeline.store.corpus_state import record_corpus
@@ -31,11 +31,16 @@ class NodeEncodeBatch(EncodeBatch):
         return {**out, "node": np.full(len(out["id"]), this_node())}
 
 
-def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions()) -> EncodeStream:
+def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions(), here_up_to: int = 0) -> EncodeStream:
     """An encode stream on Ray Data encoder actors (Ray starts when the stream does): one actor
-    per GPU where the cluster has GPUs, else one CPU actor per node (a single machine: one)."""
+    per GPU where the cluster has GPUs, else one CPU actor per node (a single machine: one).
+    Without a cluster address, work of at most ``here_up_to`` texts is encoded in this process:
+    starting Ray for a few new queries costs more than encoding them."""
 
     def stream(work: pa.Table, settings: EncoderSettings) -> Iterator[dict]:
+        if not ray.address and work.num_rows <= here_up_to:
+            yield from encode_here(work, settings)
+            return
         import ray as ray_module
 
         start_ray(ray.address, object_store_mb=ray.object_store_mb)

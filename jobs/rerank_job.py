@@ -13,31 +13,38 @@ from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
+from listcon.jobs.plans import cuda_devices, rankings_keys, rankings_provenance
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
-from listcon.model import ListConRanker, resolve_precision
-from listcon.model.precision import HEAD_PRECISIONS
+from listcon.model import ListConRanker
 from listcon.pipeline.data.readers import judged_queries
-from listcon.pipeline.rerank.cached import check_dim, checkpoint_fingerprint
+from listcon.pipeline.rerank.cached import check_dim
 from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
-from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked, write_trec
+from listcon.pipeline.store.query_provenance import QUERY_KEYS, plan
+from listcon.pipeline.store.ranked_lists import (
+    added_lines,
+    iter_lists,
+    read_provenance,
+    update_ranked,
+    update_trec,
+    write_ranked,
+    write_trec,
+)
 from listcon.pipeline.store.shards import ShardStore
 from listcon.pipeline.store.workdir import user_run_name
-from listcon.pipeline.training.checkpoints import check_finished
+from listcon.pipeline.training.finished import check_finished
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
-from listcon.schemas import RANKINGS, to_dict
+from listcon.schemas import RANKINGS
 
 log = logging.getLogger(__name__)
 
 RERANKED = "listcon"
-PROVENANCE_EXCLUDES = ("device", "memory_budget_mb")  # how it ran, not what it computed
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class RerankResult:
     skipped_missing: int
     seconds: dict[str, float]
     up_to_date: bool
+    computed: int = 0  # queries reranked by this run (the others' rows were up to date)
+    removed: int = 0  # queries that left the split, their rows deleted
 
 
 @locked("rerank")
@@ -73,88 +82,118 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     source = read_provenance(candidates_uri)
     if source is None:
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
-    queries = EmbeddingCache(work.queries)
     check_dim(head, EmbeddingCache(work.passages))  # here, not as a dead actor after Ray started
-    learned = learned_part_here(head, model_dir, work, settings.outside_domain)
-    fallback = None if learned else (fallback_anchor(head, source) or {})  # {}: the head's own anchor
+    learned = learned_part_here(head.config, model_dir, work, settings.outside_domain)
+    fallback = None if learned else (fallback_anchor(head.config, source) or {})  # {}: the head's own anchor
     if fallback:
         log.info("rerank: the candidates come from an external run; the fallback ranks by %s over every first stage",
                  fallback)
-    passages_version = EmbeddingCache(work.passages).version
     query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
     device = _worker_device(config, settings)
-    # the arithmetic the rankings come from: CPU fp32 and GPU bf16 results are never mixed on resume
-    arithmetic = {"device": torch.device(device).type,
-                  "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
-    provenance = {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir),
-                  "learned_part": learned, **({"fallback": fallback} if fallback else {}), "arithmetic": arithmetic,
-                  "candidates": source, "passages_version": passages_version, "query_vectors": queries.digest(query_ids),
-                  "settings": {k: v for k, v in to_dict(settings).items() if k not in PROVENANCE_EXCLUDES},
-                  "schedule": to_dict(config.schedule)}
+    # the arithmetic is in the provenance: CPU fp32 and GPU bf16 results are never mixed on resume
+    provenance = rankings_provenance(config, split, run_name, settings, model_dir, learned, fallback, device, source)
+    arithmetic = provenance["arithmetic"]
+    keys = rankings_keys(query_ids, source)
     uri = work.rankings(split) if run_name == RERANKED else work.rankings(f"{split}.{run_name}")
     run_path = work.run(split, run_name)
-    if read_provenance(uri) == provenance and run_path.is_file():
-        log.info("rerank: %s is up to date; nothing to do", uri)
+    old = read_provenance(uri)
+    todo = plan(old, provenance, keys, "changed candidates")
+    if todo.incremental and not run_path.is_file():
+        todo = replace(todo, todo=query_ids, keep=[], everything=f"{run_path} is missing")
+    log.info("%s", todo.describe("rerank"))
+    if todo.nothing:
         return RerankResult(uri, run_path, len(query_ids), 0, 0, {}, True)
 
-    n_shards = -(-len(query_ids) // options.shard_size)
-    store = ShardStore(work.shards(split, run_name), provenance)
-    store.discard_others()  # shards of other inputs are useless now
-    todo = sum(1 for i in range(n_shards) if not store.done(i))
-    log.info("rerank: %d queries in %d shards, %d already done", len(query_ids), n_shards, n_shards - todo)
+    work_ids = todo.todo
+    n_shards = -(-len(work_ids) // options.shard_size)
+    # the shards of this very work (its queries and their keys): a killed run resumes them, other work discards them
+    store = ShardStore(work.shards(split, run_name), {**provenance, "queries": len(query_ids),
+                                                     QUERY_KEYS: {q: keys[q] for q in work_ids}})
+    store.discard_others()
+    done_before = sum(1 for i in range(n_shards) if store.done(i))
+    log.info("rerank: %d queries in %d shards, %d already done", len(work_ids), n_shards, done_before)
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     # Shards are cut from a stream of the candidates table, with at most two per worker in
     # flight, so the driver holds a few shards' lists however many queries there are.
-    shards = _shards(iter_lists(candidates_uri, query_ids, signals_k=source["k"] if head.config.signals else None),
+    shards = _shards(iter_lists(candidates_uri, work_ids, signals_k=source["k"] if head.config.signals else None),
                      options.shard_size)
-    workers = options.workers
-    with tqdm(total=len(query_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
-        if todo:
-            start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
-            import ray
-            from ray.util import ActorPool
-
-            nodes = cluster_nodes()
-            gpus = 1 if arithmetic["device"] == "cuda" else 0
-            threads = int(cpus_per_actor(nodes, "rerank workers", workers, gpus))
-            on = replace(settings, device=device)  # what Ray reserves, not what an actor happens to see
-            log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
-            actor = ray.remote(num_cpus=threads, num_gpus=gpus)(NodeRerankShard)
-            pool = ActorPool([actor.remote(model_dir, work.passages, work.queries, on, config.schedule, store, threads,
-                                           fallback) for _ in range(workers)])
-        sizes: dict[int, int] = {}
-
-        per_node: Counter[str] = Counter()
-
-        def collect() -> None:
-            nonlocal skipped, seconds
-            shard, missing, spent, node = pool.get_next_unordered()
-            per_node[node] += sizes[shard]
-            skipped += missing
-            seconds = {k: seconds[k] + spent[k] for k in seconds}
-            bar.update(sizes.pop(shard))
-
-        for index, lists in enumerate(shards):
-            empty += sum(1 for item in lists if not item[1])
-            if store.done(index):
+    # one shard of work left (and no cluster named): Ray's start costs more than the work, which runs here
+    here = n_shards - done_before <= (0 if config.ray.address else 1)
+    with tqdm(total=len(work_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
+        if here:
+            for index, lists in enumerate(shards):
+                empty += sum(1 for item in lists if not item[1])
+                if not store.done(index):
+                    worker = RerankShard(model_dir, work.passages, work.queries, replace(settings, device=device),
+                                         config.schedule, store, None, fallback)
+                    _, missing, spent = worker.run(index, lists)
+                    skipped += missing
+                    seconds = {k: seconds[k] + spent[k] for k in seconds}
                 bar.update(len(lists))
-                continue
-            while len(sizes) >= 2 * workers:
-                collect()
-            sizes[index] = len(lists)
-            pool.submit(lambda a, job: a.run.remote(*job), (index, lists))
-        while sizes:
-            collect()
-    if todo:
-        log.info("rerank: worker time in take %.1fs, model %.1fs, write %.1fs; queries per node: %s",
-                 *seconds.values(), dict(sorted(per_node.items())))
+        else:
+            skipped, empty, seconds = _on_ray(config, model_dir, settings, device, arithmetic, store, shards, fallback,
+                                              bar)
+    if n_shards > done_before:
+        log.info("rerank: time in take %.1fs, model %.1fs, write %.1fs", *seconds.values())
     if skipped:
         log.warning("rerank: skipped %d candidate(s) missing from the passage cache (skip_missing)", skipped)
-    version = write_ranked(store.reader(n_shards, RANKINGS), uri, provenance)
-    write_trec(store.reader(n_shards, RANKINGS), run_path, tag=f"listcon-{run_name}")
+    done = {**provenance, "queries": len(query_ids), QUERY_KEYS: keys}
+    if todo.incremental:
+        replaced = [*work_ids, *todo.drop]
+        version = update_ranked(store.reader(n_shards, RANKINGS), uri, done, replaced)
+        added = added_lines(run_path)
+        write_trec(store.reader(n_shards, RANKINGS), added, tag=f"listcon-{run_name}")
+        update_trec(run_path, f"listcon-{run_name}", replaced, added)
+    else:
+        version = write_ranked(store.reader(n_shards, RANKINGS), uri, done)
+        write_trec(store.reader(n_shards, RANKINGS), run_path, tag=f"listcon-{run_name}")
     store.clear()
-    log.info("rerank: %d queries (%d with no candidates) -> %s (version %d) and %s", len(query_ids), empty, uri, version, run_path)
-    return RerankResult(uri, run_path, len(query_ids), empty, skipped, seconds, False)
+    log.info("rerank: %d of %d queries (%d with no candidates) -> %s (version %d) and %s", len(work_ids),
+             len(query_ids), empty, uri, version, run_path)
+    return RerankResult(uri, run_path, len(query_ids), empty, skipped, seconds, False, len(work_ids), len(todo.drop))
+
+
+def _on_ray(config: Config, model_dir: str, settings, device: str, arithmetic: dict, store: ShardStore,
+            shards: Iterator[list], fallback: dict | None, bar: tqdm) -> tuple[int, int, dict[str, float]]:
+    """Rerank ``shards`` (those not done in ``store``) on a pool of Ray actors; returns (skipped, empty, seconds)."""
+    skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
+    workers = config.rerank.workers
+    start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
+    import ray
+    from ray.util import ActorPool
+
+    nodes = cluster_nodes()
+    gpus = 1 if arithmetic["device"] == "cuda" else 0
+    threads = int(cpus_per_actor(nodes, "rerank workers", workers, gpus))
+    on = replace(settings, device=device)  # what Ray reserves, not what an actor happens to see
+    log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
+    actor = ray.remote(num_cpus=threads, num_gpus=gpus)(NodeRerankShard)
+    pool = ActorPool([actor.remote(model_dir, config.work.passages, config.work.queries, on, config.schedule, store,
+                                   threads, fallback) for _ in range(workers)])
+    sizes: dict[int, int] = {}
+    per_node: Counter[str] = Counter()
+
+    def collect() -> None:
+        nonlocal skipped, seconds
+        shard, missing, spent, node = pool.get_next_unordered()
+        per_node[node] += sizes[shard]
+        skipped += missing
+        seconds = {k: seconds[k] + spent[k] for k in seconds}
+        bar.update(sizes.pop(shard))
+
+    for index, lists in enumerate(shards):
+        empty += sum(1 for item in lists if not item[1])
+        if store.done(index):
+            bar.update(len(lists))
+            continue
+        while len(sizes) >= 2 * workers:
+            collect()
+        sizes[index] = len(lists)
+        pool.submit(lambda a, job: a.run.remote(*job), (index, lists))
+    while sizes:
+        collect()
+    log.info("rerank: queries per node: %s", dict(sorted(per_node.items())))
+    return skipped, empty, seconds
 
 
 class NodeRerankShard(RerankShard):
@@ -172,7 +211,7 @@ def _worker_device(config: Config, settings) -> str:
         start_ray(config.ray.address, object_store_mb=config.ray.object_store_mb)
         gpus = gpus_in_cluster()
     else:
-        gpus = torch.cuda.device_count()
+        gpus = cuda_devices()
     return "cuda" if gpus >= config.rerank.workers else "cpu"
 
 

@@ -3,35 +3,43 @@ or from an external run), and write the candidates with every signal + the TREC 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
+from listcon.jobs.plans import candidates_keys, candidates_provenance, search_spec
 from listcon.jobs.embed_job import ray_encoder
 from listcon.jobs.runtime import log_config, ray_running, release_freed_memory, stop_ray_started_since
 from listcon.pipeline.data.readers import judged_queries, read_corpus, read_queries
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.encoding.embed import embed_texts
 from listcon.pipeline.retrieval import faiss_index
-from listcon.pipeline.retrieval.faiss_index import IndexSpec
 from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
 from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
 from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
-from listcon.pipeline.store.ranked_lists import TrecWriter, read_provenance, write_ranked
+from listcon.pipeline.store.query_provenance import LIST_DIGESTS, QUERY_KEYS, list_digests, plan
+from listcon.pipeline.store.ranked_lists import (
+    TrecWriter,
+    added_lines,
+    read_provenance,
+    update_ranked,
+    update_trec,
+    write_ranked,
+)
 from listcon.pipeline.store.workdir import FIRST_STAGE_RUN
-from listcon.schemas import CANDIDATES, to_dict
+from listcon.schemas import CANDIDATES
 
 log = logging.getLogger(__name__)
 
 FIRST_STAGE = FIRST_STAGE_RUN
+TAGS = {FIRST_STAGE: "listcon-first-stage"}  # each TREC run's tag; the comparisons': listcon-<name>
 
 
 @dataclass(frozen=True)
@@ -43,14 +51,8 @@ class RetrieveResult:
     queries: int
     k: int
     up_to_date: bool
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    computed: int = 0  # queries retrieved by this run (the others' rows were up to date)
+    removed: int = 0  # queries that left the split, their rows deleted
 
 
 @locked("retrieve")
@@ -73,8 +75,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     lexical_manifest = read_manifest(work.lexical)
     if lexical_manifest is None:
         raise FileNotFoundError(f"no lexical index at {work.lexical}; run `listcon index` first")
-    # search-time options may change; how the index was built may not
-    spec = IndexSpec(**{**manifest.spec, **{f: getattr(config.index, f) for f in ("nprobe", "ef_search", "use_gpu")}})
+    spec = search_spec(config, manifest)
     log_config("retrieve", {"data": config.data, "workdir": config.workdir, "split": split, "k": k,
                             "retrieve": options, "encoder": settings, "index": spec, "ray": config.ray})
     encoder = settings.load(device="cpu")
@@ -91,42 +92,59 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
             lacking = sorted(set(query_ids) - external.keys())
             log.warning("retrieve: the external run lacks %d of the split's %d queries (e.g. %s): they get no "
                         "candidates (--missing-queries empty)", len(lacking), len(query_ids), lacking[:3])
+    keys = candidates_keys(query_ids, query_texts, external)
+    provenance = candidates_provenance(config, split, k, manifest, passages.version, passages.metadata["fingerprint"],
+                                       lexical_manifest, external is not None)
+    uri = work.candidates(split)
+    run_paths = {name: work.run(split, name) for name in (FIRST_STAGE, *COMPARISONS)}
+    old = read_provenance(uri)
+    todo = plan(old, provenance, keys, "changed text")
+    if todo.incremental and not all(path.is_file() for path in run_paths.values()):
+        todo = replace(todo, todo=list(keys), keep=[], everything="a first-stage run is missing")
+    log.info("%s", todo.describe("retrieve"))
+    if todo.nothing:
+        return RetrieveResult(uri, run_paths[FIRST_STAGE], len(query_ids), provenance["k"], True)
     ray_was_running = ray_running()
-    embed_texts(query_ids, query_texts, work.queries, settings, ray_encoder(config.ray), progress=progress, what="queries")
+    embed_texts(query_ids, query_texts, work.queries, settings,
+                ray_encoder(config.ray, here_up_to=settings.batch_for("cpu")), progress=progress, what="queries")
     stop_ray_started_since(ray_was_running)  # retrieval itself needs no Ray
     query_cache = EmbeddingCache(work.queries)
-
-    provenance = {"split": split, "k": min(k, manifest.count), "passages_version": passages.version,
-                  "query_vectors": query_cache.digest(query_ids), "encoder": passages.metadata["fingerprint"],
-                  "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"}, "lexical": lexical_manifest,
-                  "retrieve": {**to_dict(options), "k": min(k, manifest.count),
-                               "from_run": _file_digest(options.from_run) if options.from_run else None},
-                  "queries": len(query_ids)}
-    uri, run_path = work.candidates(split), work.run(split, FIRST_STAGE)
-    if read_provenance(uri) == provenance and run_path.is_file():
-        log.info("retrieve: candidates for %s are up to date (%s); nothing to do", split, uri)
-        return RetrieveResult(uri, run_path, len(query_ids), provenance["k"], True)
     stage = FirstStage(index, passage_ids, spec, LexicalIndex.load(work.lexical), passages, options)
+    hashes = passages.hashes()
+    digests = {} if not todo.incremental else {q: d for q, d in old[LIST_DIGESTS].items() if q in keys}
+    position = {q: i for i, q in enumerate(query_ids)}
+    todo_texts = [query_texts[position[q]] for q in todo.todo]
+    replaced = [*todo.todo, *todo.drop]
+    # a full run writes each TREC run in place; an update writes the new lines beside it, then merges
+    written = {name: added_lines(path) if todo.incremental else path for name, path in run_paths.items()}
     with ExitStack() as stack:
-        runs = {FIRST_STAGE: stack.enter_context(TrecWriter(run_path, "listcon-first-stage")),
-                **{name: stack.enter_context(TrecWriter(work.run(split, name), f"listcon-{name}")) for name in COMPARISONS}}
+        runs = {name: stack.enter_context(TrecWriter(path, TAGS.get(name, f"listcon-{name}")))
+                for name, path in written.items()}
 
         def stream() -> Iterator[pa.RecordBatch]:
             """Query batches' candidates, written to the runs as they pass; memory holds one batch."""
-            for candidates, comparisons in stage.run(query_ids, query_texts, query_cache.take, external,
+            for candidates, comparisons in stage.run(todo.todo, todo_texts, query_cache.take, external,
                                                       progress=progress):
-                runs[FIRST_STAGE].write(candidates)
-                for name in COMPARISONS:
-                    runs[name].write(comparisons[name])
+                digests.update(list_digests(candidates, keys, hashes))
+                for name, rows in {FIRST_STAGE: candidates, **comparisons}.items():
+                    runs[name].write(rows)
                 yield from candidates.to_batches()
                 del candidates, comparisons
                 release_freed_memory()  # each batch frees what it allocated: keep resident memory flat
             # the runs land before the table commits its provenance: a kill in between makes a rerun redo both
-            for run in runs.values():
+            for name, run in runs.items():
                 run.commit()
+                if todo.incremental:
+                    update_trec(run_paths[name], run.tag, replaced, written[name])
 
-        version = write_ranked(pa.RecordBatchReader.from_batches(CANDIDATES, stream()), uri, provenance)
+        reader = pa.RecordBatchReader.from_batches(CANDIDATES, stream())
+        done = {**provenance, "queries": len(query_ids), QUERY_KEYS: keys, LIST_DIGESTS: digests}
+        if todo.incremental:
+            version = update_ranked(reader, uri, done, replaced)
+        else:
+            version = write_ranked(reader, uri, done)
     source = f"external run {options.from_run}" if options.from_run else options.method
-    log.info("retrieve: %d queries x top-%d (%s) -> %s (version %d) and %s", len(query_ids), provenance["k"], source, uri,
-             version, run_path)
-    return RetrieveResult(uri, run_path, len(query_ids), provenance["k"], False)
+    log.info("retrieve: %d of %d queries x top-%d (%s) -> %s (version %d) and %s", len(todo.todo), len(query_ids),
+             provenance["k"], source, uri, version, run_paths[FIRST_STAGE])
+    return RetrieveResult(uri, run_paths[FIRST_STAGE], len(query_ids), provenance["k"], False, len(todo.todo),
+                          len(todo.drop))

@@ -20,7 +20,9 @@ log = logging.getLogger("listcon")
 
 # Ray and tokenizers only: whether the Hugging Face Hub may be reached is the user's call
 # (HF_HUB_OFFLINE); local model directories never touch it.
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+# (transformers reads its verbosity, and huggingface_hub whether to draw progress bars, when imported)
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 # Ray Data's notices ("Progress bars disabled", "execution finished") stay out of a normal run unless -v.
 # (Setting RAY_BACKEND_LOG_LEVEL to hide the core worker's C++ lines prints a C++ line of its own.)
 QUIET_UNLESS_VERBOSE = {"RAY_DATA_LOG_LEVEL": "ERROR"}
@@ -34,10 +36,6 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_loggers()
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 # glibc's malloc gives each thread that contends for the heap an arena of its own (up to 8 per

@@ -1,40 +1,39 @@
 """listcon.model: pure torch, no I/O beyond checkpoints. The listwise head, losses,
 iterative inference, the one scoring path and the text encoder."""
 
-from listcon.model.encoder import BACKENDS, BatchEncoder, EncoderInfo, TextEncoder, default_model_path, mean_pool
-from listcon.model.end_to_end import EndToEnd
-from listcon.model.iterative import PruneSchedule, iterative_rerank
-from listcon.model.list_scorer import ListScorer, pad_lists, queries_per_batch
-from listcon.model.onnx_encoder import OnnxEncoder, encoder_from_info, load_encoder
-from listcon.model.losses import LOSSES, bce_loss, circle_loss, cosent_loss, triplet_loss
-from listcon.model.precision import PRECISIONS, autocast, resolve_precision
-from listcon.model.ranker import CheckpointError, ListConRanker, ListConRankerConfig
+from listcon.schemas.lazy import lazy_attributes
 
-__all__ = [
-    "BACKENDS",
-    "BatchEncoder",
-    "OnnxEncoder",
-    "encoder_from_info",
-    "load_encoder",
-    "LOSSES",
-    "PRECISIONS",
-    "CheckpointError",
-    "EncoderInfo",
-    "EndToEnd",
-    "ListConRanker",
-    "ListConRankerConfig",
-    "ListScorer",
-    "PruneSchedule",
-    "TextEncoder",
-    "autocast",
-    "bce_loss",
-    "circle_loss",
-    "cosent_loss",
-    "default_model_path",
-    "iterative_rerank",
-    "mean_pool",
-    "pad_lists",
-    "queries_per_batch",
-    "resolve_precision",
-    "triplet_loss",
-]
+# name -> the module that defines it: imported on first use, so ``listcon.model.PruneSchedule``
+# (a config section) does not import torch, and a job pays only for the parts it uses
+_WHERE = {
+    "BACKENDS": "listcon.model.choices",
+    "BatchEncoder": "listcon.model.encoder",
+    "CheckpointError": "listcon.model.head_config",
+    "EncoderInfo": "listcon.model.encoder",
+    "EndToEnd": "listcon.model.end_to_end",
+    "LOSSES": "listcon.model.losses",
+    "ListConRanker": "listcon.model.ranker",
+    "ListConRankerConfig": "listcon.model.head_config",
+    "ListScorer": "listcon.model.list_scorer",
+    "OnnxEncoder": "listcon.model.onnx_encoder",
+    "PRECISIONS": "listcon.model.choices",
+    "PruneSchedule": "listcon.model.schedule",
+    "TextEncoder": "listcon.model.encoder",
+    "autocast": "listcon.model.precision",
+    "bce_loss": "listcon.model.losses",
+    "circle_loss": "listcon.model.losses",
+    "cosent_loss": "listcon.model.losses",
+    "default_model_path": "listcon.model.encoder",
+    "encoder_from_info": "listcon.model.onnx_encoder",
+    "iterative_rerank": "listcon.model.iterative",
+    "load_encoder": "listcon.model.onnx_encoder",
+    "mean_pool": "listcon.model.encoder",
+    "pad_lists": "listcon.model.list_scorer",
+    "queries_per_batch": "listcon.model.list_scorer",
+    "resolve_precision": "listcon.model.choices",
+    "triplet_loss": "listcon.model.losses",
+}
+
+__all__ = sorted(_WHERE)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-ATTENTIONS = ("list", "bidirectional", "passage")
+from listcon.model.choices import ATTENTIONS  # noqa: E402,F401  (re-exported)
 
 
 def attention_mask(kind: str, real: torch.Tensor) -> torch.Tensor:

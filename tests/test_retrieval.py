@@ -158,16 +158,19 @@ def test_candidates_depend_on_their_queries_vectors_not_the_cache_version(adi_em
     common = ["--workdir", str(work.root), "--no-progress"]
     with caplog.at_level(logging.INFO):
         assert main(["retrieve", str(data_dir("adi")), *common, "--split", "test", "--k", "50"]) == 0
-    assert "candidates for test are up to date" in caplog.text
+    assert "retrieve: up to date (35 queries); nothing to do" in caplog.text
     assert lance.dataset(work.candidates("test")).version == version
-    # One of this split's queries edited: it is re-encoded, and the candidates are redone.
+    # One of this split's queries edited: it is re-encoded, and its candidates are redone.
     data = shutil.copytree(data_dir("adi"), tmp_path / "adi")
     lines = (data / "queries.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     lines[0] = json.dumps({**first, "text": first["text"] + " (edited)"})
     (data / "queries.jsonl").write_text("\n".join(lines) + "\n")
-    assert main(["retrieve", str(data), *common, "--split", "test", "--k", "50"]) == 0
-    assert lance.dataset(work.candidates("test")).version == version + 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["retrieve", str(data), *common, "--split", "test", "--k", "50"]) == 0
+    assert "retrieve: 1 of 35 queries to do (1 changed text; 34 up to date)" in caplog.text
+    assert lance.dataset(work.candidates("test")).version > version
 
 
 def test_approximate_indexes_agree_with_flat(adi_embedded):
@@ -199,7 +202,8 @@ def test_a_stale_index_or_other_query_encoder_is_refused(adi_embedded, tmp_path,
     stale = tmp_path / "stale"
     (stale / "index").mkdir(parents=True)
     faiss_index.save(stale / "index", *faiss_index.load(Workdir(adi_embedded).index)[:2],
-                     faiss_index.Manifest(table_version=999, count=82, dim=384, spec={"kind": "flat", "metric": "cosine"}))
+                     faiss_index.Manifest(table_version=999, count=82, dim=384, spec={"kind": "flat", "metric": "cosine"}),
+                     faiss_index.saved_hashes(Workdir(adi_embedded).index))
     lance.write_dataset(lance.dataset(Workdir(adi_embedded).passages).to_table(), str(stale / "passages.lance"))
     caplog.clear()
     with caplog.at_level(logging.ERROR):

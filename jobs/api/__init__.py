@@ -16,78 +16,58 @@ Each step is one function taking the same ``Config`` the CLI builds: ``embed``, 
 
 from importlib.metadata import PackageNotFoundError, version
 
-from listcon.jobs.config import (
-    Config,
-    EmbedOptions,
-    EvaluateOptions,
-    ExtraSource,
-    RayOptions,
-    RerankOptions,
-    RetrieveOptions,
-    TrainOptions,
-    load_config,
-)
-from listcon.jobs.embed_job import embed
-from listcon.jobs.evaluate_job import EvaluateResult, evaluate
-from listcon.jobs.index_job import IndexResult, index
-from listcon.jobs.mine_job import MineResult, mine
-from listcon.jobs.rerank_job import RerankResult, rerank
-from listcon.jobs.retrieve_job import RetrieveResult, retrieve
-from listcon.jobs.run_job import RunResult, run
-from listcon.jobs.train_job import TrainResult, train
-from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
-from listcon.pipeline.encoding.embed import EmbedReport
-from listcon.pipeline.encoding.encode_batch import EncoderSettings
-from listcon.pipeline.rerank.reranker import RankResult, Reranker
-from listcon.pipeline.rerank.settings import RerankSettings
-from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
-from listcon.pipeline.training.loop import TrainSettings
-from listcon.pipeline.training.mining import MiningSettings
-from listcon.schemas import ConfigError, DataError
+from listcon.schemas.lazy import lazy_attributes
 
 try:
     __version__ = version("listcon")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "DataError",
-    "EmbedOptions",
-    "EmbedReport",
-    "EncoderSettings",
-    "EvaluateOptions",
-    "EvaluateResult",
-    "ExtraSource",
-    "IndexResult",
-    "IndexSpec",
-    "ListConRanker",
-    "ListConRankerConfig",
-    "Manifest",
-    "MineResult",
-    "MiningSettings",
-    "PruneSchedule",
-    "RankResult",
-    "RayOptions",
-    "RerankOptions",
-    "RerankResult",
-    "RerankSettings",
-    "Reranker",
-    "RetrieveOptions",
-    "RetrieveResult",
-    "RunResult",
-    "TrainOptions",
-    "TrainResult",
-    "TrainSettings",
-    "__version__",
-    "embed",
-    "evaluate",
-    "index",
-    "load_config",
-    "mine",
-    "rerank",
-    "retrieve",
-    "run",
-    "train",
-]
+# name -> the module that defines it, imported on first use: ``import listcon`` (and the CLI,
+# whose ``listcon status`` must answer in well under 2 s) pays only for what it touches
+_WHERE = {
+    "Config": "listcon.jobs.config",
+    "ConfigError": "listcon.schemas",
+    "DataError": "listcon.schemas",
+    "EmbedOptions": "listcon.jobs.config",
+    "EmbedReport": "listcon.pipeline.encoding.embed",
+    "EncoderSettings": "listcon.pipeline.encoding.settings",
+    "EvaluateOptions": "listcon.jobs.config",
+    "EvaluateResult": "listcon.jobs.evaluate_job",
+    "ExtraSource": "listcon.jobs.config",
+    "IndexResult": "listcon.jobs.index_job",
+    "IndexSpec": "listcon.pipeline.retrieval.faiss_index",
+    "ListConRanker": "listcon.model",
+    "ListConRankerConfig": "listcon.model.head_config",
+    "Manifest": "listcon.pipeline.retrieval.faiss_index",
+    "MineResult": "listcon.jobs.mine_job",
+    "MiningSettings": "listcon.pipeline.training.mining",
+    "PruneSchedule": "listcon.model.schedule",
+    "RankResult": "listcon.pipeline.rerank.reranker",
+    "RayOptions": "listcon.jobs.config",
+    "RerankOptions": "listcon.jobs.config",
+    "RerankResult": "listcon.jobs.rerank_job",
+    "RerankSettings": "listcon.pipeline.rerank.settings",
+    "Reranker": "listcon.pipeline.rerank.reranker",
+    "RetrieveOptions": "listcon.jobs.config",
+    "RetrieveResult": "listcon.jobs.retrieve_job",
+    "RunResult": "listcon.jobs.run_job",
+    "TrainOptions": "listcon.jobs.config",
+    "TrainResult": "listcon.jobs.train_job",
+    "TrainSettings": "listcon.pipeline.training.settings",
+    "embed": "listcon.jobs.embed_job",
+    "evaluate": "listcon.jobs.evaluate_job",
+    "index": "listcon.jobs.index_job",
+    "load_config": "listcon.jobs.config",
+    "mine": "listcon.jobs.mine_job",
+    "rerank": "listcon.jobs.rerank_job",
+    "retrieve": "listcon.jobs.retrieve_job",
+    "run": "listcon.jobs.run_job",
+    "status": "listcon.jobs.status",
+    "Status": "listcon.jobs.status",
+    "train": "listcon.jobs.train_job",
+}
+
+__all__ = sorted([*_WHERE, "__version__"])
+
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

@@ -8,10 +8,8 @@ take per query batch), never from the text encoder.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,16 +22,6 @@ from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassag
 from listcon.schemas import RANKINGS
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_fingerprint(model_dir: str | Path) -> str:
-    """SHA-256 of a checkpoint's weights and config (part of a ranking's provenance)."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        with open(Path(model_dir) / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def check_dim(model: ListConRanker, passages: EmbeddingCache) -> None:

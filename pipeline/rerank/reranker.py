@@ -86,8 +86,8 @@ class Reranker:
                                         export_dir=workdir.encoders if workdir is not None else None)
         check_finished(model_dir)
         head = ListConRanker.from_pretrained(model_dir)
-        if workdir is not None and not learned_part_here(head, model_dir, workdir, settings.outside_domain):
-            fallbacks = (fallback_anchor(head, read_provenance(table)) for table in list_tables(workdir.all_candidates))
+        if workdir is not None and not learned_part_here(head.config, model_dir, workdir, settings.outside_domain):
+            fallbacks = (fallback_anchor(head.config, read_provenance(table)) for table in list_tables(workdir.all_candidates))
             head = head.anchored(next((f for f in fallbacks if f), None))  # RRF where a table came from an external run
         return cls(head, workdir, encoder, settings, schedule, info)
 

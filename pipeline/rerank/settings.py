@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listcon.model.precision import HEAD_PRECISIONS
+from listcon.model.choices import HEAD_PRECISIONS
 from listcon.schemas import check_choices, check_ranges, choice, option
 
 

@@ -152,15 +152,17 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, metric: str, batch: 
     return scores, positions
 
 
-def save(directory: str | Path, index: faiss.Index, ids: list[str], manifest: Manifest) -> None:
-    """Write index + ids + manifest to a temp dir, then swap it into place."""
+def save(directory: str | Path, index: faiss.Index, ids: list[str], manifest: Manifest, hashes: list[str]) -> None:
+    """Write index + ids (with each passage's content hash, so a later run can update the index in
+    place) + manifest to a temp dir, then swap it into place."""
     _require_faiss()
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     faiss.write_index(index, str(tmp / INDEX_FILE))
-    feather.write_feather(pa.table({"id": pa.array(ids, pa.string())}), str(tmp / IDS_FILE))
+    feather.write_feather(pa.table({"id": pa.array(ids, pa.string()), "content_hash": pa.array(hashes, pa.string())}),
+                          str(tmp / IDS_FILE))
     (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     swap_dir(tmp, directory)
 
@@ -178,5 +180,46 @@ def load(directory: str | Path) -> tuple[faiss.Index, list[str], Manifest]:
     if manifest is None:
         raise FileNotFoundError(f"no index at {directory}; run `listcon index` first")
     index = faiss.read_index(str(directory / INDEX_FILE))
-    ids = feather.read_table(str(directory / IDS_FILE))["id"].to_pylist()
+    ids = feather.read_table(str(directory / IDS_FILE), columns=["id"])["id"].to_pylist()
     return index, ids, manifest
+
+
+def saved_hashes(directory: str | Path) -> list[str] | None:
+    """The content hash of each indexed passage (by position), or None for an index saved without them."""
+    table = feather.read_table(str(Path(directory) / IDS_FILE))
+    return table["content_hash"].to_pylist() if "content_hash" in table.column_names else None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """How the passages moved since an index was saved: its positions to remove (removed or changed
+    passages) and the ids to add (new or changed)."""
+
+    gone: np.ndarray
+    added: list[str]
+
+    def __len__(self) -> int:
+        return len(self.gone) + len(self.added)
+
+
+def delta(ids: list[str], hashes: list[str], current: dict[str, str]) -> Delta:
+    """The delta from an index over (``ids``, ``hashes``) to the passages ``current`` ({id: content hash})."""
+    had = dict(zip(ids, hashes))
+    return Delta(np.array([i for i, (pid, h) in enumerate(zip(ids, hashes)) if current.get(pid) != h], dtype=np.int64),
+                 [pid for pid, h in current.items() if had.get(pid) != h])
+
+
+def update_flat(index: faiss.Index, ids: list[str], hashes: list[str], current: dict[str, str], change: Delta,
+                vectors: Callable[[list[str]], np.ndarray], metric: str) -> tuple[list[str], list[str]]:
+    """Apply ``change`` to a flat index in place: the same vectors as a rebuild over ``current``, at
+    other positions (exact search ranks them alike, up to the order of exactly tied scores). Returns
+    the new ids and hashes by position; ``vectors`` reads the added passages' vectors."""
+    if len(change.gone):
+        index.remove_ids(faiss.IDSelectorBatch(change.gone))  # a flat index shifts later positions down, as below
+        keep = np.ones(len(ids), dtype=bool)
+        keep[change.gone] = False
+        ids = [p for p, k in zip(ids, keep) if k]
+        hashes = [h for h, k in zip(hashes, keep) if k]
+    if change.added:
+        index.add(prepare(vectors(change.added), metric))
+    return [*ids, *change.added], [*hashes, *(current[p] for p in change.added)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -41,23 +42,59 @@ def write_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: di
     """Write (or overwrite, as one new version) the ranked list at ``uri``; returns the version.
 
     ``data`` may be a stream: its data files are written as it comes (``FRAGMENT_ROWS`` rows at a
-    time) and committed once at the end, so a reader sees the old table or the whole new one.
+    time) and committed once at the end, so a reader sees the old table or the whole new one. The
+    provenance is read at that commit, so a stream may fill it in as it passes (per-query digests).
     """
-    meta = dict(data.schema.metadata or {})
-    meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True).encode()
-    schema = data.schema.with_metadata(meta)
+    schema = data.schema.with_metadata({k: v for k, v in (data.schema.metadata or {}).items() if k != PROVENANCE_KEY})
     current = open_table(uri)
     if current is None:  # an empty table without provenance (no step takes it for done) for the files to go to
-        bare = schema.with_metadata({k: v for k, v in meta.items() if k != PROVENANCE_KEY})
-        current = lance.write_dataset(bare.empty_table(), uri, schema=bare)
+        current = lance.write_dataset(schema.empty_table(), uri, schema=schema)
     batches = iter(data.to_batches() if isinstance(data, pa.Table) else data)
     fragments = []
     while (first := next(batches, None)) is not None:
         part = pa.RecordBatchReader.from_batches(schema, _up_to(FRAGMENT_ROWS, first, batches))
         # "overwrite": the new version may change the schema (e.g. lists mined with one more signal)
         fragments += lance.fragment.write_fragments(part, uri, schema=schema, mode="overwrite")
-    operation = lance.LanceOperation.Overwrite(schema, fragments)
+    final = schema.with_metadata({**(schema.metadata or {}),
+                                  PROVENANCE_KEY: json.dumps(provenance, sort_keys=True).encode()})
+    operation = lance.LanceOperation.Overwrite(final, fragments)
     return lance.LanceDataset.commit(uri, operation, read_version=current.version).version
+
+
+def update_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: dict, replace: Iterable[str]) -> int:
+    """Replace the rows of the queries ``replace`` at ``uri`` by ``data`` (their new rows, which may be
+    none), leaving every other row where it is; returns the version.
+
+    Two commits: the rows (deletions on the existing fragments and the new fragments, one Lance
+    ``Update``), then the provenance. Between them the table holds the new rows under the old
+    provenance, whose keys for these queries are the old ones, so a rerun after a kill there
+    computes them again and ends the same.
+    """
+    dataset = open_table(uri)
+    if dataset is None:
+        raise FileNotFoundError(f"no ranked list at {uri}")
+    replace = sorted(set(replace))
+    schema = dataset.schema
+    updated, removed = [], []
+    if replace:
+        predicate = "query_id IN ({})".format(", ".join("'" + q.replace("'", "''") + "'" for q in replace))
+        for fragment in dataset.get_fragments():
+            after = fragment.delete(predicate)
+            if after is None:
+                removed.append(fragment.fragment_id)
+            elif after.deletion_file is not None and after.deletion_file != fragment.metadata.deletion_file:
+                updated.append(after)
+    batches = iter(data.to_batches() if isinstance(data, pa.Table) else data)
+    new = []
+    while (first := next(batches, None)) is not None:
+        part = pa.RecordBatchReader.from_batches(schema, _up_to(FRAGMENT_ROWS, first, batches))
+        new += lance.fragment.write_fragments(part, uri, schema=schema)
+    if updated or removed or new:
+        operation = lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated,
+                                                new_fragments=new)
+        dataset = lance.LanceDataset.commit(uri, operation, read_version=dataset.version)
+    dataset.update_schema_metadata({PROVENANCE_KEY.decode(): json.dumps(provenance, sort_keys=True)})
+    return lance.dataset(uri).version
 
 
 def _up_to(rows: int, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -180,6 +217,25 @@ class TrecWriter:
         if not self.handle.closed:
             self.handle.close()
             self.tmp.unlink(missing_ok=True)
+
+
+def added_lines(path: str | Path) -> Path:
+    """Where an update writes a run's new lines before ``update_trec`` merges them in."""
+    return Path(path).with_name(Path(path).name + ".added")
+
+
+def update_trec(path: str | Path, tag: str, replace: Iterable[str], added: Path) -> None:
+    """Rewrite the run at ``path`` without the lines of the queries ``replace``, then the lines of
+    ``added`` (their new rows, see ``added_lines``); every other line is copied as it was. Atomic,
+    like ``write_trec``; ``added`` is removed after."""
+    replace = set(replace)
+    with TrecWriter(path, tag) as out:
+        with open(path, encoding="utf-8") as old:
+            out.handle.writelines(line for line in old if line.split(" ", 1)[0] not in replace)
+        with open(added, encoding="utf-8") as new:
+            shutil.copyfileobj(new, out.handle)
+        out.commit()
+    Path(added).unlink()
 
 
 def write_trec(data: pa.Table | Iterable[pa.RecordBatch], path: str | Path, tag: str) -> None:

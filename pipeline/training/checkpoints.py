@@ -23,20 +23,10 @@ from torch import nn
 
 from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.store.atomic import write_text
+from listcon.pipeline.training.finished import CHECKPOINTS, MARKER_FILE, RESULT_FILE, check_finished  # noqa: F401  (re-exported)
 
-CHECKPOINTS = "checkpoints"
 ENCODER_FILE = "encoder.json"
 SETTINGS_FILE = "train_settings.json"
-RESULT_FILE = "train_result.json"
-MARKER_FILE = "provenance.json"
-
-
-def check_finished(model_dir: str | Path) -> None:
-    """Refuse a head directory whose training started and did not finish (its head is an epoch's, unvalidated)."""
-    model_dir = Path(model_dir)
-    if (model_dir / CHECKPOINTS / MARKER_FILE).is_file() and not (model_dir / RESULT_FILE).is_file():
-        raise ValueError(f"the training in {model_dir} did not finish (no {RESULT_FILE}): its head is a mid-training "
-                         f"epoch's; rerun `listcon train` to resume it, or remove {model_dir / CHECKPOINTS}")
 
 
 def discard_failed(out_dir: Path) -> None:

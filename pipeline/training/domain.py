@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from listcon.model.head_config import ListConRankerConfig
 from listcon.pipeline.retrieval.lexical import texts_digest
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.text_table import TextTable
@@ -55,8 +56,8 @@ def learned_part_applies(domain: dict[str, dict] | None, digest: str) -> bool:
     return bool(domain.get(digest, {}).get("learned_helps", False))
 
 
-def learned_part_here(head, model_dir: str | Path, work: Workdir, outside_domain: str = "anchor") -> bool:
-    """Whether to apply ``head``'s learned part on ``work``'s corpus: yes where its domain says it
+def learned_part_here(head: ListConRankerConfig, model_dir: str | Path, work: Workdir, outside_domain: str = "anchor") -> bool:
+    """Whether to apply the learned part of the head (config ``head``) on ``work``'s corpus: yes where its domain says it
     helps (or where it records no domain); elsewhere its anchor ranks, unless ``outside_domain="head"``."""
     domain = read_domain(model_dir)
     if domain is None or learned_part_applies(domain, corpus_digest(work)):
@@ -68,15 +69,15 @@ def learned_part_here(head, model_dir: str | Path, work: Workdir, outside_domain
         return True
     log.warning("%s is outside the head's domain (validated: %s; True = the learned part helped there): "
                 "ranking by its anchor fusion %s (outside_domain=anchor)", work.root, validated,
-                head.config.anchor_weights if head.config.signals else "cosine")
+                head.anchor_weights if head.signals else "cosine")
     return False
 
 
 EXTERNAL_FALLBACK = {"rrf": 1.0}  # every first stage alike, scale-free: an external run's scores may mean anything
 
 
-def fallback_anchor(head, candidates: dict | None) -> dict[str, float] | None:
-    """The fusion ``head`` ranks by where its learned part is off, for candidates with provenance ``candidates``.
+def fallback_anchor(head: ListConRankerConfig, candidates: dict | None) -> dict[str, float] | None:
+    """The fusion the head (config ``head``) ranks by where its learned part is off, for candidates with provenance ``candidates``.
 
     Hybrid candidates: the head's own anchor (None). Candidates from an external run: RRF over every
     first stage the list carries (external, dense, lexical), since the anchor's min-max of the candidate
@@ -85,8 +86,8 @@ def fallback_anchor(head, candidates: dict | None) -> dict[str, float] | None:
     from_run = bool(candidates and (candidates.get("retrieve") or {}).get("from_run"))
     if not from_run:
         return None
-    if "rrf" not in head.config.signals:
+    if "rrf" not in head.signals:
         log.warning("the candidates come from an external run, but this head does not take the rrf signal: its "
-                    "fallback is its own anchor %s, which weighs the external score first", head.config.anchor)
+                    "fallback is its own anchor %s, which weighs the external score first", head.anchor)
         return None
     return dict(EXTERNAL_FALLBACK)

@@ -1,0 +1,72 @@
+"""What retrieve and rerank would compute, decided without computing it: the provenance their
+tables would carry and each query's key. The jobs decide with these functions, and ``listcon
+status`` answers with the same ones, without starting Ray or loading a model."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from listcon.jobs.config import Config
+from listcon.model.choices import HEAD_PRECISIONS, resolve_precision
+from listcon.model.head_config import checkpoint_fingerprint
+from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
+from listcon.pipeline.store.query_provenance import LIST_DIGESTS, global_part, text_key
+from listcon.schemas import to_dict
+
+SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")  # search-time options may change; how the index was built may not
+RERANK_EXCLUDES = ("device", "memory_budget_mb")  # how a rerank ran, not what it computed
+# What of the candidates' global provenance a ranking depends on beyond each query's list digest (which
+# covers the rows, hence the corpus, index and BM25 they were retrieved from): k scales the rank signals,
+# the encoder gives the features, the options say what the scores mean.
+CANDIDATES_FOR_RERANK = ("k", "encoder", "retrieve")
+
+
+def search_spec(config: Config, manifest: Manifest) -> IndexSpec:
+    """The index as built, searched with this config's search-time options."""
+    return IndexSpec(**{**manifest.spec, **{f: getattr(config.index, f) for f in SEARCH_FIELDS}})
+
+
+def candidates_provenance(config: Config, split: str, k: int, manifest: Manifest, passages_version: int,
+                          encoder_fingerprint: str, lexical_manifest: dict, from_run: bool) -> dict:
+    """What a split's whole candidates table depends on (a change redoes every query)."""
+    spec = search_spec(config, manifest)
+    k = min(k, manifest.count)
+    return {"split": split, "k": k, "passages_version": passages_version, "encoder": encoder_fingerprint,
+            "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"}, "lexical": lexical_manifest,
+            "retrieve": {**to_dict(config.retrieve), "k": k, "from_run": from_run}}
+
+
+def candidates_keys(query_ids: list[str], texts: list[str], external: dict | None) -> dict[str, str]:
+    """Each query's retrieval key: its text, and its list in the external run where there is one."""
+    return {q: text_key(t, external.get(q, []) if external is not None else None) for q, t in zip(query_ids, texts)}
+
+
+def cuda_devices() -> int:
+    """CUDA devices this process would see; a machine without an NVIDIA device node answers without torch."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "" or not glob.glob("/dev/nvidia[0-9]*"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def rankings_provenance(config: Config, split: str, run_name: str, settings, model_dir: str | Path, learned: bool,
+                        fallback: dict | None, device: str, source: dict) -> dict:
+    """What a split's whole rankings table depends on: the head, whether its learned part applies,
+    the arithmetic, the settings and the candidates' global provenance."""
+    arithmetic = {"device": device.split(":")[0], "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
+    return {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir), "learned_part": learned,
+            **({"fallback": fallback} if fallback else {}), "arithmetic": arithmetic,
+            "candidates": {k: v for k, v in global_part(source).items() if k in CANDIDATES_FOR_RERANK},
+            "settings": {k: v for k, v in to_dict(settings).items() if k not in RERANK_EXCLUDES},
+            "schedule": to_dict(config.schedule)}
+
+
+def rankings_keys(query_ids: list[str], source: dict) -> dict[str, str]:
+    """A query's rankings depend on its candidates, their signals, its text and its passages' texts:
+    the digest retrieval recorded for its list (none: it has no candidates)."""
+    lists = source.get(LIST_DIGESTS, {})
+    return {q: lists.get(q, "no candidates") for q in query_ids}
