@@ -116,7 +116,8 @@ def test_the_readme_python_api_examples_run(adi_embedded, demo_head_dir, tmp_pat
     work = tmp_path / "scifact"
     shutil.copytree(adi_embedded, work)
     shutil.copytree(demo_head_dir, work / "head")
-    code = readme_examples().replace("work/scifact", str(work)).replace("work/adi", str(tmp_path / "adi"))
+    code = (readme_examples().replace("../shared/data/scifact", str(data_dir("adi")))
+            .replace("work/scifact", str(work)).replace("work/adi", str(tmp_path / "adi")))
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)

@@ -22,7 +22,7 @@ from listcon.model.onnx_encoder import encoder_from_info
 from listcon.pipeline.rerank.cached import CachedReranker, check_dim, make_scorer
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.store.corpus_state import check_corpus_current
-from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.embedding_cache import EmbeddingCache, content_hash
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex, LexicalSpec, read_manifest
 from listcon.pipeline.retrieval.retrieve import dense_scores, minmax
@@ -150,17 +150,19 @@ class Reranker:
 
     # -- runs over cached features -----------------------------------------------------
 
-    def _with_signals(self, lists: list[tuple[str, list[str]]], texts: dict[str, str]) -> list[tuple]:
+    def _with_signals(self, lists: list[tuple[str, list[str]]], texts: dict[str, str],
+                      retexted: set[str] = frozenset()) -> list[tuple]:
         """Each list with its signal matrix: from the workdir's candidates (the query's first stage),
         exact dense and BM25 scores for passages outside them (which needs the query's text). A
-        query with no candidates table but a text gets its list scored as its candidates."""
+        query with no candidates table (or ``retexted``: whose candidates were retrieved for another
+        text under its id) but a text gets its list scored as its candidates."""
         work = self.workdir
         if self._rows is None:
             self._rows = _candidate_rows(work)
         exact = None
         out = []
         for query, passages in lists:
-            known = self._rows.get(query)
+            known = None if query in retexted else self._rows.get(query)
             found = QuerySignals(*known) if known else None
             outside = passages if found is None else [p for p in passages if p not in found.row]
             if outside and query not in texts:
@@ -186,16 +188,22 @@ class Reranker:
             raise ValueError("rerank() reads cached features: build the Reranker with a workdir "
                              "(Reranker.from_pretrained(model_dir, workdir)), or use rank() on texts")
         lists = [(q, c) for q, c in _lists_of(run).items()]
+        given = queries or {}
+        # a text given for a cached query id that was embedded from another text is this text's query: its
+        # cached vector and first-stage rows belong to the other one (an id reused across collections)
+        cached = self._cached.queries.hashes() if given else {}
+        retexted = {q for q, t in given.items() if q in cached and cached[q] != content_hash(t)}
         missing = self._cached.queries.missing([q for q, _ in lists]) if lists else []
-        if missing:
-            absent = [q for q in missing if q not in (queries or {})]
-            if absent:
-                raise KeyError(f"{len(absent)} query id(s) have no cached vector and no text, e.g. {absent[:5]}; "
-                               "pass queries={qid: text} or run `listcon retrieve` for their split")
-            self._cached.extra_queries = dict(zip(missing, self.encoder.encode([queries[q] for q in missing])))
+        absent = [q for q in missing if q not in given]
+        if absent:
+            raise KeyError(f"{len(absent)} query id(s) have no cached vector and no text, e.g. {absent[:5]}; "
+                           "pass queries={qid: text} or run `listcon retrieve` for their split")
+        encode = [q for q, _ in lists if q in set(missing) or q in retexted]
+        if encode:
+            self._cached.extra_queries = dict(zip(encode, self.encoder.encode([given[q] for q in encode])))
         try:
             if self.head.config.signals:
-                lists = self._with_signals(lists, queries or {})
+                lists = self._with_signals(lists, given, retexted)
             table = self._cached.rerank(lists)
         finally:
             self._cached.extra_queries = {}
