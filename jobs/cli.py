@@ -77,7 +77,7 @@ HELP = {
     "mine": "hard-negative training lists from a split's candidates and qrels",
     "train": "train the head (stage 1) or encoder + head (stage 2) with Circle Loss",
     "rerank": "rerank a split's candidates with a ListConRanker head (Ray actors over query shards)",
-    "evaluate": "evaluate every run of a split (metrics.json + report.md)",
+    "evaluate": "evaluate every run of a split (metrics.json, report.md, report.html)",
 }
 
 

@@ -12,7 +12,8 @@ from listcon.jobs.lock import locked
 from listcon.jobs.runtime import log_config
 from listcon.pipeline.data.readers import judged_queries, read_corpus
 from listcon.pipeline.evaluation.evaluate import per_query, without_self
-from listcon.pipeline.evaluation.report import write_report
+from listcon.pipeline.evaluation.html_report import QueryDetails, top_passages
+from listcon.pipeline.evaluation.report import run_digest, same_runs, write_report
 from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import content_hash
 from listcon.pipeline.store.ranked_lists import read_provenance, read_trec
@@ -49,7 +50,7 @@ def evaluate(config: Config, split: str | None = None, baseline: str = BASELINE)
         hashes = {pid: content_hash(text) for pid, text in zip(*_corpus_texts(config))}
     queries, qrels = judged_queries(config.need_data(), split, set(hashes), config.inputs.unknown_passages)
     own = self_matches(queries, hashes, options.drop_self)
-    per_run, skipped = {}, []
+    per_run, skipped, tops, digests = {}, [], {}, {}
     for path in runs:
         name = path.name[len(split) + 1 : -len(".trec")]
         try:
@@ -58,7 +59,10 @@ def evaluate(config: Config, split: str | None = None, baseline: str = BASELINE)
             log.warning("evaluate: %s is not a TREC run and is left out of the report: %s", path, err)
             skipped.append(path.name)
             continue
-        per_run[name] = per_query(qrels, without_self(run, own) if own else run, measures)
+        run = without_self(run, own) if own else run
+        per_run[name] = per_query(qrels, run, measures)
+        tops[name] = {q: dict(top_passages(scores)) for q, scores in run.items()}  # what report.html shows
+        digests[name] = run_digest(run)
     candidates = read_provenance(work.candidates(split)) or {}
     full_depth = {config.rerank.run_name: candidates["k"]} if "k" in candidates else {}
     notes = [f"A passage whose id is its query's id is dropped from every run for {len(own)} of {len(queries)} "
@@ -67,10 +71,15 @@ def evaluate(config: Config, split: str | None = None, baseline: str = BASELINE)
              if own else f"No passage is dropped as its query's own (drop_self = {options.drop_self})."]
     if skipped:
         notes.append(f"Left out, not TREC runs: {', '.join(skipped)}.")
+    judged: dict[str, dict[str, int]] = {}
+    for q, p, grade in zip(*(qrels[c].to_pylist() for c in ("query_id", "passage_id", "relevance"))):
+        judged.setdefault(q, {})[p] = grade
+    details = QueryDetails(dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist())), judged, tops,
+                           texts.texts_of if texts.version is not None else lambda ids: {})
     summary = write_report(work.reports(split), f"{split}: retrieval and reranking", per_run, list(measures),
                            baseline if baseline in per_run else None, config.rerank.run_name, full_depth,
                            {"data": config.data, "split": split, "drop_self": options.drop_self,
-                            "self_dropped_queries": len(own)}, notes)
+                            "self_dropped_queries": len(own)}, notes, same_runs(digests, baseline), details)
     for run, metrics in summary.items():
         log.info("evaluate %s %-24s %s", split, run, "  ".join(f"{m}={v['mean']:.4f}" for m, v in metrics.items()))
     return EvaluateResult(work.reports(split), summary)

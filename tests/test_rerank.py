@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from listcon.pipeline.store.ranked_lists import (
     read_trec,
     write_ranked,
 )
-from listcon.pipeline.data.readers import read_qrels
+from listcon.pipeline.data.readers import read_qrels, read_queries
 from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.store.shards import ShardStore
 from listcon.pipeline.store.workdir import Workdir
@@ -217,7 +218,31 @@ def test_the_report_compares_runs_with_a_paired_test(adi_embedded, head_dir, ray
     assert "No passage is dropped as its query's own" in report
     runs = list(metrics["runs"])
     assert runs.index("first_stage") < runs.index("listcon-top20") < runs.index("listcon")  # first stages, then by depth
-    assert metrics["runs"]["listcon"]["nDCG@10"]["ci95"] > 0 and "hybrid-convex" in metrics["main_vs_first_stages"]
+    assert metrics["runs"]["listcon"]["nDCG@10"]["ci95"] > 0 and metrics["same_as"] == {"hybrid-convex": "first_stage"}
+    assert set(metrics["main_vs_first_stages"]) == {"dense", "lexical", "hybrid-rrf", "first_stage"}
+    check_html_report(reports / "report.html", work, data)
+
+
+def check_html_report(path: Path, work: Workdir, data: str) -> None:
+    """report.html is one file (no address outside it), and its per-query view holds every judged query's
+    text, its judged passages with their texts and grades, and each run's top 5 as its TREC run has them."""
+    page = path.read_text()
+    assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") == 3
+    view = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)[1])
+    qrels = read_qrels(data, "test")
+    assert len(view["rows"]) == 35 and view["main"] == "listcon" and view["first"] in view["runs"]
+    assert "first_stage (= hybrid-convex)" in view["runs"] and "hybrid-convex" not in view["runs"]
+    queries = dict(zip(*(read_queries(data)[c].to_pylist() for c in ("id", "text"))))
+    assert view["queries"] == {r["qid"]: queries[r["qid"]] for r in view["rows"]}
+    judged = {(q, p): g for q, p, g in zip(*(qrels[c].to_pylist() for c in ("query_id", "passage_id", "relevance")))}
+    assert {(q, p): g for q, grades in view["judged"].items() for p, g in grades.items()} == judged
+    assert all(view["texts"][p] for _, p in judged)
+    listcon = read_trec(work.run("test", "listcon"))
+    for row in view["rows"]:
+        q = row["qid"]
+        best = sorted(listcon[q].items(), key=lambda item: (-item[1], item[0]))[:5]
+        assert [tuple(x) for x in view["top"]["listcon"][q]] == [(p, pytest.approx(s)) for p, s in best]
+        assert row["delta"] == pytest.approx(row["main"] - row["first"])
 
 
 def test_a_shard_store_deletes_nothing_until_asked(tmp_path):

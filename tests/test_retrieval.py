@@ -225,7 +225,8 @@ def test_evaluation_counts_missing_queries_as_zero():
 def test_evaluate_job_writes_the_report(adi_embedded):
     assert main(["evaluate", str(data_dir("adi")), "--workdir", str(adi_embedded), "--split", "test"]) == 0
     report = (adi_embedded / "reports" / "test" / "report.md").read_text()
-    assert "| first_stage |" in report and "nDCG@10" in report
+    # the candidate source is the convex fusion: one row, named both ways (metrics.json keeps both runs)
+    assert "| first_stage (= hybrid-convex) |" in report and "| hybrid-convex |" not in report and "nDCG@10" in report
 
 
 def test_an_index_does_not_cover_a_rebuilt_table_with_the_same_version():

@@ -1,13 +1,16 @@
 """The evaluation report: metrics side by side, paired significance vs a baseline, plots.
 
-Writes ``metrics.json``, ``report.md`` and PNG plots (metric per run, metric vs number of
-candidates reranked, per-query delta histogram) into one directory, atomically per file.
+Writes ``metrics.json``, ``report.md``, ``report.html`` (self-contained, with a per-query view) and
+PNG plots (metric per run, metric vs number of candidates reranked, per-query delta histogram)
+into one directory, atomically per file. Runs with the same content (the candidate source is also
+one of the fusions) are one row in the report, named together; metrics.json keeps every run.
 Figures are drawn on ``matplotlib.figure.Figure`` directly: no pyplot state and no backend
 switch, so a notebook's matplotlib setup is left as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from listcon.pipeline.evaluation.evaluate import aggregate, paired_test
+from listcon.pipeline.evaluation.html_report import QueryDetails, render
 from listcon.pipeline.store.atomic import write_text
 
 DEPTH_RUN = re.compile(r"^(?P<base>.+)-top(?P<depth>\d+)$")
@@ -37,6 +41,28 @@ def run_order(runs: list[str]) -> list[str]:
             return (1, run, float("inf"), run)
         return (2, run, 0, run)
     return sorted(runs, key=key)
+
+
+def run_digest(run: dict[str, dict[str, float]]) -> str:
+    """SHA-256 of a run's (query, passage, score) triples, whatever their order in the file or its tag."""
+    digest = hashlib.sha256()
+    for query in sorted(run):
+        for passage, score in sorted(run[query].items()):
+            digest.update(f"{query}\t{passage}\t{score!r}\n".encode())
+    return digest.hexdigest()
+
+
+def same_runs(digests: dict[str, str], keep: str | None = "first_stage") -> dict[str, str]:
+    """``{run: the run it repeats}`` for runs whose content an earlier one (in ``run_order``) has;
+    ``keep`` (the baseline) stands for its group when it is in one."""
+    groups: dict[str, list[str]] = {}
+    for run in run_order(list(digests)):
+        groups.setdefault(digests[run], []).append(run)
+    out = {}
+    for members in groups.values():
+        head = keep if keep in members else members[0]
+        out.update({run: head for run in members if run != head})
+    return out
 
 
 def confidence_interval(values: dict[str, float], level: float = 0.95) -> float:
@@ -169,24 +195,44 @@ def plot_delta_histogram(path: Path, per_run: dict, run: str, baseline: str, mea
 
 def write_report(directory: str | Path, title: str, per_run: dict, measures: list[str], baseline: str | None,
                  main_run: str | None, full_depth: dict[str, int], extra: dict | None = None,
-                 notes: list[str] = ()) -> dict:
-    """Write metrics.json, report.md and the plots; returns the summary."""
+                 notes: list[str] = (), same: dict[str, str] | None = None, details: QueryDetails | None = None) -> dict:
+    """Write metrics.json, report.md, report.html (with ``details``) and the plots; returns the summary.
+    ``same`` ({run: the run it repeats}) folds repeated runs into one row of the report."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    summary = summarize(per_run, baseline)
+    same = same or {}
+    full = summarize(per_run, baseline)
+    aliases: dict[str, list[str]] = {}
+    for run, kept in same.items():
+        aliases.setdefault(kept, []).append(run)
+    summary = {f"{run} (= {', '.join(aliases[run])})" if run in aliases else run: metrics
+               for run, metrics in full.items() if run not in same}
+    labels = {run: label for label, run in zip(summary, (r for r in full if r not in same))}
     queries = len(next(iter(next(iter(per_run.values())).values()))) if per_run else 0
     headline = measures[0]
     plots = [directory / "metric_per_run.png"]
     plot_metric_per_run(plots[0], summary, headline)
-    if plot_metric_vs_depth(directory / "metric_vs_depth.png", summary, headline, baseline, full_depth):
+    if plot_metric_vs_depth(directory / "metric_vs_depth.png", full, headline, baseline, full_depth):
         plots.append(directory / "metric_vs_depth.png")
     if baseline and main_run and main_run in per_run and baseline in per_run:
         plots.append(directory / "delta_histogram.png")
         plot_delta_histogram(plots[-1], per_run, main_run, baseline, headline)
-    against = versus(per_run, main_run, headline)
-    payload = {"title": title, "queries": queries, "baseline": baseline, "runs": summary,
+    against = versus({r: v for r, v in per_run.items() if r not in same}, main_run, headline)
+    payload = {"title": title, "queries": queries, "baseline": baseline, "runs": full, "same_as": same,
                "main_vs_first_stages": against, **(extra or {})}
     write_text(directory / "metrics.json", json.dumps(payload, indent=2) + "\n")
-    write_text(directory / "report.md", markdown(title, summary, measures, baseline, queries, [str(p) for p in plots],
-                                                 main_run, against, notes))
-    return summary
+    shown_baseline = labels.get(baseline, baseline)
+    write_text(directory / "report.md", markdown(title, summary, measures, shown_baseline, queries,
+                                                 [str(p) for p in plots], main_run, against, notes))
+    if details is not None:
+        per_label = {labels[r]: v for r, v in per_run.items() if r in labels}
+        first = [labels[r] for r in FIRST_STAGES if r in labels]
+        write_text(directory / "report.html", render(title, summary, measures, shown_baseline, labels.get(main_run),
+                                                     first, per_label, _relabel(details, labels), plots, list(notes)))
+    return full
+
+
+def _relabel(details: QueryDetails, labels: dict[str, str]) -> QueryDetails:
+    """``details`` with its runs under their report labels (repeated runs left out)."""
+    return QueryDetails(details.queries, details.judged,
+                        {labels[r]: v for r, v in details.runs.items() if r in labels}, details.texts)

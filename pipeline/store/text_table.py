@@ -49,6 +49,14 @@ class TextTable:
             self.dataset = lance.dataset(self.uri)
         return len(changed)
 
+    def texts_of(self, ids: set[str]) -> dict[str, str]:
+        """The texts of ``ids`` (those the table holds): one id scan, then one take of their rows."""
+        if self.dataset is None or not ids:
+            return {}
+        found = [i for i, pid in enumerate(self.dataset.to_table(columns=["id"])["id"].to_pylist()) if pid in ids]
+        rows = self.dataset.take(found, columns=["id", "text"])
+        return dict(zip(rows["id"].to_pylist(), rows["text"].to_pylist()))
+
     def read(self) -> tuple[list[str], list[str], list[str]]:
         """Every (id, content_hash, text), sorted by id (a stable order for indexes built from it)."""
         if self.dataset is None:
