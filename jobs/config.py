@@ -195,11 +195,6 @@ class Config:
             raise ConfigError(f"workdir {root} is not writable")
         return Workdir(root, self.lance_root)
 
-    @property
-    def encoder_settings(self) -> EncoderSettings:
-        """``[encoder]`` with ONNX exports cached in the workdir unless it names another place."""
-        return replace(self.encoder, export_dir=self.encoder.export_dir or str(self.work.encoders))
-
     def need_data(self) -> str:
         if not self.data:
             raise ConfigError("the config must name `data` (a BEIR directory or a corpus file)")

@@ -83,7 +83,7 @@ def embed(config: Config, progress: bool = True) -> EmbedReport:
                          "encoder": config.encoder, "embed": config.embed, "ray": config.ray})
     options = config.embed
     corpus = read_corpus(config.need_data(), empty="skip" if options.skip_empty else "error", limit=options.limit)
-    report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), config.work.passages, config.encoder_settings,
+    report = embed_texts(corpus.table["id"].to_pylist(), corpus.texts(), config.work.passages, config.encoder,
                          ray_encoder(config.ray, options), rebuild=options.rebuild, prune=options.prune,
                          prune_limit=None if options.confirm_prune else options.prune_limit,
                          chunk_rows=options.chunk_rows, progress=progress)

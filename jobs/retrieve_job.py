@@ -60,7 +60,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     """Candidates for every judged query of ``split``; a rerun with the same inputs changes nothing."""
     split, options = split or config.split, config.retrieve
     k = k or options.k
-    work, settings = config.work, config.encoder_settings
+    work, settings = config.work, config.encoder
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
     check_corpus_current(work, config.data, config.inputs.stale_corpus, "retrieve")
     queries, _ = judged_queries(config.data, split, corpus.ids(), config.inputs.unknown_passages)

@@ -28,7 +28,8 @@ class EncoderSettings:
     backend: str = choice("torch", BACKENDS, "torch; onnx (ONNX Runtime on CPU, same vectors, faster); "
                           "onnx-int8 (int8 weights, faster still, vectors within ~0.005 cosine); "
                           "hash (no model: vectors from content hashes, for scale benchmarks only)")
-    export_dir: str | None = option(None, "where ONNX exports are cached (default: W/encoders)")
+    export_dir: str | None = option(None, "where ONNX exports are cached (default: the user's cache, "
+                                    "$XDG_CACHE_HOME/listcon/encoders, which every workdir shares)")
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -82,8 +82,7 @@ class Reranker:
             info = {**info, "model": str(model_dir / "encoder")}
         if isinstance(encoder, (str, Path)):
             encoder = encoder_from_info({"pooling": "mean", "normalize": False, "max_length": None, **(info or {}),
-                                         "model": str(encoder)}, device="cpu",
-                                        export_dir=workdir.encoders if workdir is not None else None)
+                                         "model": str(encoder)}, device="cpu")
         check_finished(model_dir)
         head = ListConRanker.from_pretrained(model_dir)
         if workdir is not None and not learned_part_here(head.config, model_dir, workdir, settings.outside_domain):
@@ -103,8 +102,7 @@ class Reranker:
             if info is None:
                 raise ValueError("this head does not say which encoder its features come from (no encoder.json "
                                  "beside it, no workdir); pass encoder=<model directory> to Reranker.from_pretrained")
-            self._encoder = encoder_from_info(info, device=self.scorer.device,
-                                              export_dir=self.workdir.encoders if self.workdir is not None else None)
+            self._encoder = encoder_from_info(info, device=self.scorer.device)
         return self._encoder
 
     def rank(self, query: str, passages: list[str], top_k: int | None = None) -> list[RankResult]:

@@ -71,11 +71,6 @@ class Workdir:
         return self.root / "index"
 
     @property
-    def encoders(self) -> Path:
-        """Exported encoder graphs (the ONNX backends), keyed by what produced them."""
-        return self.root / "encoders"
-
-    @property
     def corpus_state(self) -> Path:
         """What the passage cache was built from: the corpus file and its size and time (see ``corpus_state``)."""
         return self.root / "corpus_state.json"
