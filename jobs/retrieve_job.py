@@ -22,7 +22,7 @@ from listcon.pipeline.encoding.embed import embed_texts
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
 from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
-from listcon.pipeline.store.corpus_state import check_corpus_current
+from listcon.pipeline.store.corpus_state import check_corpus_current, unchanged_corpus_ids
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, QUERY_KEYS, list_digests, plan
 from listcon.pipeline.store.ranked_lists import (
@@ -61,14 +61,19 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     split, options = split or config.split, config.retrieve
     k = k or options.k
     work, settings = config.work, config.encoder
-    corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
-    check_corpus_current(work, config.data, config.inputs.stale_corpus, "retrieve")
-    queries, _ = judged_queries(config.data, split, corpus.ids(), config.inputs.unknown_passages)
+    check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "retrieve")
+    # a corpus unchanged since embed is not read again (at 1M passages that read was most of a small rerun)
+    corpus_ids = unchanged_corpus_ids(work, config.data)
+    if corpus_ids is None:
+        corpus_ids = read_corpus(config.data, empty="skip" if config.embed.skip_empty else "error").ids()
+    queries, _ = judged_queries(config.data, split, corpus_ids, config.inputs.unknown_passages)
     passages = EmbeddingCache(work.passages)
     if not passages.exists:
         raise FileNotFoundError(f"no passage cache at {work.passages}; run `listcon embed {config.data} --workdir "
                                 f"{config.workdir}` and then `listcon index --workdir {config.workdir}` first")
-    index, passage_ids, manifest = faiss_index.load(work.index)
+    manifest = faiss_index.read_manifest(work.index)
+    if manifest is None:
+        raise FileNotFoundError(f"no index at {work.index}; run `listcon index` first")
     if not manifest.covers(passages.version, passages.metadata):
         raise RuntimeError(f"the index at {work.index} covers passages version {manifest.table_version}, "
                            f"but the cache is at version {passages.version} (or was rebuilt); run `listcon index` first")
@@ -87,7 +92,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     external = None
     if options.from_run:
         known = set(read_queries(config.data)["id"].to_pylist())
-        external = read_run(options.from_run, set(query_ids), corpus.ids(), known, options.missing_queries)
+        external = read_run(options.from_run, set(query_ids), corpus_ids, known, options.missing_queries)
         if len(external) < len(query_ids):
             lacking = sorted(set(query_ids) - external.keys())
             log.warning("retrieve: the external run lacks %d of the split's %d queries (e.g. %s): they get no "
@@ -109,6 +114,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
                 ray_encoder(config.ray, here_up_to=settings.batch_for("cpu")), progress=progress, what="queries")
     stop_ray_started_since(ray_was_running)  # retrieval itself needs no Ray
     query_cache = EmbeddingCache(work.queries)
+    index, passage_ids, _ = faiss_index.load(work.index)  # read only now: at 1M passages, 1.5 GB
     stage = FirstStage(index, passage_ids, spec, LexicalIndex.load(work.lexical), passages, options)
     hashes = passages.hashes()
     digests = {} if not todo.incremental else {q: d for q, d in old[LIST_DIGESTS].items() if q in keys}

@@ -48,24 +48,19 @@ def _per_query_rows(per_run: dict, main_run: str, best_first: str, measure: str)
     return rows, note
 
 
-def render(title: str, summary: dict, measures: list[str], baseline: str | None, main_run: str | None,
-           first_stages: list[str], per_run: dict, details: QueryDetails, plots: list[Path], notes: list[str]) -> str:
-    """The page's HTML."""
+def render(title: str, summary: dict, cells: dict[str, list[tuple[str, str]]], measures: list[str],
+           baseline: str | None, main_run: str | None, first_stages: list[str], per_run: dict, details: QueryDetails,
+           plots: list[Path], notes: list[str]) -> str:
+    """The page's HTML; ``cells`` holds each run's measures as the report writes them (value, difference)."""
     headline = measures[0]
     present = [r for r in first_stages if r in summary]
     best_first = max(present, key=lambda r: summary[r][headline]["mean"]) if present else None
     table = ["<table class='runs'><thead><tr><th>run</th>"
              + "".join(f"<th>{html.escape(m)}</th>" for m in measures) + "</tr></thead><tbody>"]
-    for run, metrics in summary.items():
-        cells = []
-        for m in measures:
-            entry = metrics[m]
-            cell = f"{entry['mean']:.4f} <span class='ci'>±{entry['ci95']:.3f}</span>"
-            if "p_vs_baseline" in entry:
-                cell += f" <span class='d'>({entry['delta']:+.4f}, p={entry['p_vs_baseline']:.3g})</span>"
-            cells.append(f"<td>{cell}</td>")
+    for run in summary:
+        row = "".join(f"<td>{html.escape(shown)} <span class='d'>{html.escape(diff)}</span></td>" for shown, diff in cells[run])
         mark = " class='main'" if run == main_run else ""
-        table.append(f"<tr{mark}><td>{html.escape(run)}</td>{''.join(cells)}</tr>")
+        table.append(f"<tr{mark}><td>{html.escape(run)}</td>{row}</tr>")
     table.append("</tbody></table>")
     images = "".join(f"<figure><img alt='{html.escape(p.stem)}' src='data:image/png;base64,"
                      f"{base64.b64encode(p.read_bytes()).decode()}'><figcaption>{html.escape(p.stem)}</figcaption></figure>"
@@ -101,7 +96,7 @@ PAGE = """<!doctype html>
 body {{ font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; padding: 0 1em; }}
 table {{ border-collapse: collapse; }} th, td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }} tr.main {{ font-weight: 600; background: #f3f7ff; }}
-.ci, .d {{ color: #666; font-size: 90%; }} figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 560px; }}
+.d {{ color: #666; font-size: 90%; }} figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 560px; }}
 .split {{ display: flex; gap: 1.5em; align-items: flex-start; }} .list {{ max-height: 70vh; overflow-y: auto; }}
 #queries th {{ cursor: pointer; position: sticky; top: 0; background: #fff; }} #queries tbody tr {{ cursor: pointer; }}
 #queries tr.on {{ background: #fff3c4; }} .win {{ color: #1a7f37; }} .loss {{ color: #c62828; }}

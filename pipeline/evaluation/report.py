@@ -109,6 +109,15 @@ def versus(per_run: dict, main_run: str | None, measure: str) -> dict:
     return out
 
 
+def cell(entry: dict) -> tuple[str, str]:
+    """A run's measure as ("mean ±ci", "(delta*, p=...)" against the baseline, or "" for the baseline)."""
+    shown = f"{entry['mean']:.4f} ±{entry['ci95']:.3f}"
+    if "p_vs_baseline" not in entry:
+        return shown, ""
+    star = "*" if entry["p_vs_baseline"] < SIGNIFICANCE else ""
+    return shown, f"({entry['delta']:+.4f}{star}, p={entry['p_vs_baseline']:.3g})"
+
+
 def markdown(title: str, summary: dict, measures: list[str], baseline: str | None, queries: int, plots: list[str],
              main_run: str | None = None, against: dict | None = None, notes: list[str] = ()) -> str:
     lines = [f"# {title}", "", f"{queries} judged queries (a query missing from a run counts as 0). "
@@ -118,15 +127,7 @@ def markdown(title: str, summary: dict, measures: list[str], baseline: str | Non
         lines.append(f"Paired t-test against `{baseline}`; `*` marks p < {SIGNIFICANCE}.")
     lines += ["", "| run | " + " | ".join(measures) + " |", "|---|" + "---:|" * len(measures)]
     for run, metrics in summary.items():
-        cells = []
-        for m in measures:
-            entry = metrics[m]
-            cell = f"{entry['mean']:.4f} ±{entry['ci95']:.3f}"
-            if "p_vs_baseline" in entry:
-                star = "*" if entry["p_vs_baseline"] < SIGNIFICANCE else ""
-                cell += f" ({entry['delta']:+.4f}{star}, p={entry['p_vs_baseline']:.3g})"
-            cells.append(cell)
-        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run} | " + " | ".join(" ".join(filter(None, cell(metrics[m]))) for m in measures) + " |")
     if against:
         lines += ["", f"`{main_run}` against each first stage ({measures[0]}, paired t-test):", "",
                   "| first stage | delta | p |", "|---|---:|---:|"]
@@ -227,8 +228,10 @@ def write_report(directory: str | Path, title: str, per_run: dict, measures: lis
     if details is not None:
         per_label = {labels[r]: v for r, v in per_run.items() if r in labels}
         first = [labels[r] for r in FIRST_STAGES if r in labels]
-        write_text(directory / "report.html", render(title, summary, measures, shown_baseline, labels.get(main_run),
-                                                     first, per_label, _relabel(details, labels), plots, list(notes)))
+        cells = {run: [cell(metrics[m]) for m in measures] for run, metrics in summary.items()}
+        write_text(directory / "report.html", render(title, summary, cells, measures, shown_baseline,
+                                                     labels.get(main_run), first, per_label, _relabel(details, labels),
+                                                     plots, list(notes)))
     return full
 
 

@@ -72,6 +72,19 @@ def corpus_changes(work: Workdir, data: str | Path | None = None) -> CorpusChang
                          removed=sum(1 for p in have if p not in disk))
 
 
+def unchanged_corpus_ids(work: Workdir, data: str | Path) -> set[str] | None:
+    """The corpus's passage ids, from the cache's text table instead of a read of the corpus, where embed
+    read that very file whole, skipping nothing, and it has not changed since (its stat); else None."""
+    changes = corpus_changes(work, data)
+    if changes is None or changes:
+        return None
+    record = json.loads(work.corpus_state.read_text())
+    texts = TextTable(work.texts)
+    if record["limit"] is not None or record["empty"] != "error" or texts.version is None:
+        return None
+    return set(texts.dataset.to_table(columns=["id"])["id"].to_pylist())
+
+
 def check_corpus_current(work: Workdir, data: str | Path | None, policy: str = "error", step: str = "this step") -> None:
     """Refuse (``policy="error"``) or warn (``"proceed"``) when the corpus changed since embed."""
     changes = corpus_changes(work, data)
