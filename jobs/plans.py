@@ -14,7 +14,10 @@ from listcon.model.choices import HEAD_PRECISIONS, resolve_precision
 from listcon.model.head_config import checkpoint_fingerprint
 from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, global_part, text_key
+from listcon.pipeline.store.workdir import COMPARISON_RUNS, FIRST_STAGE_RUN
 from listcon.schemas import to_dict
+
+MAIN_RUN = "listcon"  # [rerank] run_name's default: its rankings are W/rankings/<split>
 
 SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")  # search-time options may change; how the index was built may not
 RERANK_EXCLUDES = ("device", "memory_budget_mb")  # how a rerank ran, not what it computed
@@ -22,6 +25,21 @@ RERANK_EXCLUDES = ("device", "memory_budget_mb")  # how a rerank ran, not what i
 # covers the rows, hence the corpus, index and BM25 they were retrieved from): k scales the rank signals,
 # the encoder gives the features, the options say what the scores mean.
 CANDIDATES_FOR_RERANK = ("k", "encoder", "retrieve")
+
+
+def first_stage_runs(work, split: str) -> dict[str, Path]:
+    """The TREC runs retrieve writes beside a split's candidates, by name."""
+    return {name: work.run(split, name) for name in (FIRST_STAGE_RUN, *COMPARISON_RUNS)}
+
+
+def rankings_uri(work, split: str, run_name: str) -> str:
+    """Where rerank writes a split's rankings under ``run_name`` (the main run: W/rankings/<split>)."""
+    return work.rankings(split) if run_name == MAIN_RUN else work.rankings(f"{split}.{run_name}")
+
+
+def missing_output(paths) -> str | None:
+    """The first of ``paths`` that does not exist (as ``plan``'s ``missing``), else None."""
+    return next((str(p) for p in paths if not Path(p).is_file()), None)
 
 
 def search_spec(config: Config, manifest: Manifest) -> IndexSpec:

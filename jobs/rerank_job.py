@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
-from listcon.jobs.plans import cuda_devices, rankings_keys, rankings_provenance
+from listcon.jobs.plans import cuda_devices, missing_output, rankings_keys, rankings_provenance, rankings_uri
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.model import ListConRanker
@@ -44,7 +44,6 @@ from listcon.schemas import RANKINGS
 
 log = logging.getLogger(__name__)
 
-RERANKED = "listcon"
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,9 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     provenance = rankings_provenance(config, split, run_name, settings, model_dir, learned, fallback, device, source)
     arithmetic = provenance["arithmetic"]
     keys = rankings_keys(query_ids, source)
-    uri = work.rankings(split) if run_name == RERANKED else work.rankings(f"{split}.{run_name}")
-    run_path = work.run(split, run_name)
+    uri, run_path = rankings_uri(work, split, run_name), work.run(split, run_name)
     old = read_provenance(uri)
-    todo = plan(old, provenance, keys, "changed candidates")
-    if todo.incremental and not run_path.is_file():
-        todo = replace(todo, todo=query_ids, keep=[], everything=f"{run_path} is missing")
+    todo = plan(old, provenance, keys, "changed candidates", missing_output([run_path]))
     log.info("%s", todo.describe("rerank"))
     if todo.nothing:
         return RerankResult(uri, run_path, len(query_ids), 0, 0, {}, True)

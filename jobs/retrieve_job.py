@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
-from listcon.jobs.plans import candidates_keys, candidates_provenance, search_spec
+from listcon.jobs.plans import candidates_keys, candidates_provenance, first_stage_runs, missing_output, search_spec
 from listcon.jobs.embed_job import ray_encoder
 from listcon.jobs.runtime import log_config, ray_running, release_freed_memory, stop_ray_started_since
 from listcon.pipeline.data.readers import judged_queries, read_corpus, read_queries
@@ -21,7 +21,7 @@ from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.encoding.embed import embed_texts
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex, read_manifest
-from listcon.pipeline.retrieval.retrieve import COMPARISONS, FirstStage
+from listcon.pipeline.retrieval.retrieve import FirstStage
 from listcon.pipeline.store.corpus_state import check_corpus_current, unchanged_corpus_ids
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, QUERY_KEYS, list_digests, plan
@@ -61,9 +61,9 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     split, options = split or config.split, config.retrieve
     k = k or options.k
     work, settings = config.work, config.encoder
-    check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "retrieve")
+    changes = check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "retrieve")
     # a corpus unchanged since embed is not read again (at 1M passages that read was most of a small rerun)
-    corpus_ids = unchanged_corpus_ids(work, config.data)
+    corpus_ids = unchanged_corpus_ids(work, changes)
     if corpus_ids is None:
         corpus_ids = read_corpus(config.data, empty="skip" if config.embed.skip_empty else "error").ids()
     queries, _ = judged_queries(config.data, split, corpus_ids, config.inputs.unknown_passages)
@@ -101,11 +101,9 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
     provenance = candidates_provenance(config, split, k, manifest, passages.version, passages.metadata["fingerprint"],
                                        lexical_manifest, external is not None)
     uri = work.candidates(split)
-    run_paths = {name: work.run(split, name) for name in (FIRST_STAGE, *COMPARISONS)}
+    run_paths = first_stage_runs(work, split)
     old = read_provenance(uri)
-    todo = plan(old, provenance, keys, "changed text")
-    if todo.incremental and not all(path.is_file() for path in run_paths.values()):
-        todo = replace(todo, todo=list(keys), keep=[], everything="a first-stage run is missing")
+    todo = plan(old, provenance, keys, "changed text", missing_output(run_paths.values()))
     log.info("%s", todo.describe("retrieve"))
     if todo.nothing:
         return RetrieveResult(uri, run_paths[FIRST_STAGE], len(query_ids), provenance["k"], True)

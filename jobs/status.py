@@ -15,8 +15,11 @@ from listcon.jobs.plans import (
     candidates_keys,
     candidates_provenance,
     cuda_devices,
+    first_stage_runs,
+    missing_output,
     rankings_keys,
     rankings_provenance,
+    rankings_uri,
 )
 from listcon.model.head_config import CheckpointError, read_head_config
 from listcon.pipeline.data.readers import judged_queries
@@ -30,6 +33,7 @@ from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.text_table import TextTable
 from listcon.pipeline.training.finished import check_finished
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
+
 
 @dataclass(frozen=True)
 class StepStatus:
@@ -107,17 +111,17 @@ def _retrieve(config: Config, split: str, blocked: bool) -> tuple[StepStatus, di
     if blocked:
         return StepStatus("retrieve", False, f"retrieve: all {len(query_ids)} queries to do (after embed and index)",
                           len(query_ids), len(query_ids)), None
+    cache = EmbeddingCache(work.passages)
     external = None
     if config.retrieve.from_run:
         known = set(query_ids)
-        external = read_run(config.retrieve.from_run, known, set(EmbeddingCache(work.passages).ids()), known,
-                            config.retrieve.missing_queries)
-    cache = EmbeddingCache(work.passages)
+        external = read_run(config.retrieve.from_run, known, set(cache.ids()), known, config.retrieve.missing_queries)
     manifest = faiss_index.read_manifest(work.index)
     provenance = candidates_provenance(config, split, config.retrieve.k, manifest, cache.version,
                                        cache.metadata["fingerprint"], read_manifest(work.lexical), external is not None)
     keys = candidates_keys(query_ids, texts, external)
-    todo = plan(read_provenance(work.candidates(split)), provenance, keys, "changed text")
+    todo = plan(read_provenance(work.candidates(split)), provenance, keys, "changed text",
+                missing_output(first_stage_runs(work, split).values()))
     return _verdict("retrieve", todo), keys if todo.nothing else None
 
 
@@ -133,8 +137,7 @@ def _rerank(config: Config, split: str, keys: dict | None, blocked: StepStatus) 
         return StepStatus("rerank", False, f"rerank: no head to rerank with: {err}")
     settings, options = config.rerank.settings, config.rerank
     source = read_provenance(work.candidates(split))
-    uri = work.rankings(split) if options.run_name == "listcon" else work.rankings(f"{split}.{options.run_name}")
-    old = read_provenance(uri)
+    old = read_provenance(rankings_uri(work, split, options.run_name))
     learned = learned_part_here(head, model_dir, work, settings.outside_domain)
     fallback = None if learned else (fallback_anchor(head, source) or {})
     if settings.device:
@@ -145,10 +148,8 @@ def _rerank(config: Config, split: str, keys: dict | None, blocked: StepStatus) 
         device = "cuda" if cuda_devices() >= options.workers else "cpu"
     provenance = rankings_provenance(config, split, options.run_name, settings, model_dir, learned, fallback, device,
                                      source)
-    todo = plan(old, provenance, rankings_keys(list(keys), source), "changed candidates")
-    if todo.incremental and not work.run(split, options.run_name).is_file():
-        return StepStatus("rerank", False, f"rerank: all {len(keys)} queries to do (its TREC run is missing)",
-                          len(keys), len(keys))
+    todo = plan(old, provenance, rankings_keys(list(keys), source), "changed candidates",
+                missing_output([work.run(split, options.run_name)]))
     return _verdict("rerank", todo)
 
 

@@ -139,9 +139,16 @@ def test_new_changed_and_departed_queries_are_all_a_rerun_computes(tmp_path, hea
         assert rows_of(after["tables"][name], kept).equals(rows_of(before["tables"][name], kept)), name
     assert not {"20", "21"} & set(after["runs"]["listcon"])
 
+    # a first-stage run gone: status and retrieve agree that every query is redone
+    dense = Workdir(work).run("test", "dense")
+    dense.unlink()
+    verdict = {s.step: s.detail for s in status(load_config(conf)).steps}
+    assert verdict["retrieve"] == f"retrieve: all 33 queries to do ({dense} is missing)"
+    assert retrieve(load_config(conf), progress=False).computed == 33 and dense.is_file()
+
     scratch = tmp_path / "scratch"
     pipeline(config_file(tmp_path / "scratch.toml", data, scratch, head))
-    assert_same(after, outputs(scratch))
+    assert_same(outputs(work), outputs(scratch))
 
 
 def test_changed_new_and_removed_passages_end_as_a_run_from_scratch(tmp_path, head, ray_session, caplog):

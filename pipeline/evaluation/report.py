@@ -206,9 +206,8 @@ def write_report(directory: str | Path, title: str, per_run: dict, measures: lis
     aliases: dict[str, list[str]] = {}
     for run, kept in same.items():
         aliases.setdefault(kept, []).append(run)
-    summary = {f"{run} (= {', '.join(aliases[run])})" if run in aliases else run: metrics
-               for run, metrics in full.items() if run not in same}
-    labels = {run: label for label, run in zip(summary, (r for r in full if r not in same))}
+    labels = {run: f"{run} (= {', '.join(aliases[run])})" if run in aliases else run for run in full if run not in same}
+    summary = {label: full[run] for run, label in labels.items()}
     queries = len(next(iter(next(iter(per_run.values())).values()))) if per_run else 0
     headline = measures[0]
     plots = [directory / "metric_per_run.png"]

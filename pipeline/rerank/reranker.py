@@ -196,7 +196,8 @@ class Reranker:
         if absent:
             raise KeyError(f"{len(absent)} query id(s) have no cached vector and no text, e.g. {absent[:5]}; "
                            "pass queries={qid: text} or run `listcon retrieve` for their split")
-        encode = [q for q, _ in lists if q in set(missing) or q in retexted]
+        from_text = retexted.union(missing)  # encoded from the text given
+        encode = [q for q, _ in lists if q in from_text]
         if encode:
             self._cached.extra_queries = dict(zip(encode, self.encoder.encode([given[q] for q in encode])))
         try:

@@ -72,10 +72,10 @@ def corpus_changes(work: Workdir, data: str | Path | None = None) -> CorpusChang
                          removed=sum(1 for p in have if p not in disk))
 
 
-def unchanged_corpus_ids(work: Workdir, data: str | Path) -> set[str] | None:
+def unchanged_corpus_ids(work: Workdir, changes: CorpusChanges | None) -> set[str] | None:
     """The corpus's passage ids, from the cache's text table instead of a read of the corpus, where embed
-    read that very file whole, skipping nothing, and it has not changed since (its stat); else None."""
-    changes = corpus_changes(work, data)
+    read that very file whole, skipping nothing, and it has not changed since (``changes``, from
+    ``check_corpus_current``, are none); else None."""
     if changes is None or changes:
         return None
     record = json.loads(work.corpus_state.read_text())
@@ -85,16 +85,18 @@ def unchanged_corpus_ids(work: Workdir, data: str | Path) -> set[str] | None:
     return set(texts.dataset.to_table(columns=["id"])["id"].to_pylist())
 
 
-def check_corpus_current(work: Workdir, data: str | Path | None, policy: str = "error", step: str = "this step") -> None:
-    """Refuse (``policy="error"``) or warn (``"proceed"``) when the corpus changed since embed."""
+def check_corpus_current(work: Workdir, data: str | Path | None, policy: str = "error",
+                         step: str = "this step") -> CorpusChanges | None:
+    """Refuse (``policy="error"``) or warn (``"proceed"``) when the corpus changed since embed; returns
+    the changes found (None without a record)."""
     changes = corpus_changes(work, data)
     if not changes:
-        return
+        return changes
     where = data if data is not None else changes.path
     fix = f"`listcon embed {where} --workdir {work.root}{' --prune' if changes.removed else ''}` then `listcon index`"
     message = (f"the corpus {where} changed since the passage cache in {work.root} was built ({changes}); "
                f"{step} would rank with the old passages. Bring the cache up to date with {fix}")
     if policy == "proceed":
         log.warning("%s (proceeding: --stale-corpus proceed)", message)
-        return
+        return changes
     raise StaleCacheError(message + ", or pass --stale-corpus proceed")

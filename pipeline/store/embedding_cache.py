@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from listcon.pipeline.store.lance_tables import open_table
+from listcon.pipeline.store.lance_tables import in_list, open_table
 from listcon.schemas import ENCODER_FIELDS, DataError, encoder_field, encoder_metadata
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,7 @@ class EmbeddingCache:
         """Remove rows by id in one commit."""
         if not ids or not self.exists:
             return
-        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-        self.dataset.delete(f"id IN ({quoted})")
+        self.dataset.delete(in_list("id", ids))
         self.refresh()
 
     def compact(self) -> None:

@@ -51,3 +51,9 @@ def list_tables(directory: str) -> list[str]:
     prefix = directory.split("://", 1)[0] + "://" if "://" in directory else ""
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.Directory and i.path.endswith(".lance"))
+
+
+def in_list(column: str, values) -> str:
+    """A Lance filter ``column IN ('a', 'b', ...)`` over string ``values``, quotes escaped."""
+    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    return f"{column} IN ({quoted})"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +46,6 @@ class Plan:
     new: int = 0
     changed: int = 0
     everything: str | None = None  # why every query is to do (a global input changed), else None
-    keys: dict[str, str] = field(default_factory=dict)
     changed_word: str = "changed"  # what a changed key means for this step ("changed text", "changed candidates")
 
     @property
@@ -71,23 +70,27 @@ class Plan:
                 f"{len(self.keep)} up to date{dropped})")
 
 
-def plan(old: dict | None, provenance: dict, keys: dict[str, str], changed_word: str = "changed") -> Plan:
+def plan(old: dict | None, provenance: dict, keys: dict[str, str], changed_word: str = "changed",
+         missing: str | None = None) -> Plan:
     """The plan for a table whose stored provenance is ``old``, given the new ``provenance`` (global
-    part) and each query's new key (``keys``, in the split's order)."""
+    part) and each query's new key (``keys``, in the split's order); ``missing`` names an output beside
+    the table that is gone (a TREC run), which redoes every query."""
     order = list(keys)
     if old is None:
-        return Plan(order, [], [], new=len(order), everything="no table yet", keys=keys, changed_word=changed_word)
+        return Plan(order, [], [], new=len(order), everything="no table yet", changed_word=changed_word)
     old_global, new_global = global_part(old), global_part(provenance)
     if old_global != new_global or QUERY_KEYS not in old:
         moved = sorted(k for k in {*old_global, *new_global} if old_global.get(k) != new_global.get(k))
         why = f"{', '.join(moved)} changed" if moved else "the table records no per-query keys"
-        return Plan(order, [], [], everything=why, keys=keys, changed_word=changed_word)
+        return Plan(order, [], [], everything=why, changed_word=changed_word)
+    if missing:
+        return Plan(order, [], [], everything=f"{missing} is missing", changed_word=changed_word)
     before = old[QUERY_KEYS]
     todo = [q for q in order if before.get(q) != keys[q]]
     new = sum(1 for q in todo if q not in before)
     keep = [q for q in order if before.get(q) == keys[q]]
     drop = [q for q in before if q not in keys]
-    return Plan(todo, keep, drop, new=new, changed=len(todo) - new, keys=keys, changed_word=changed_word)
+    return Plan(todo, keep, drop, new=new, changed=len(todo) - new, changed_word=changed_word)
 
 
 def list_digests(rows: pa.Table, key_of: dict[str, str], passage_hashes: dict[str, str]) -> dict[str, str]:

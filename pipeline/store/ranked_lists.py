@@ -17,7 +17,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from listcon.pipeline.store.lance_tables import open_table
+from listcon.pipeline.store.lance_tables import in_list, open_table
 from listcon.schemas import SIGNAL_COLUMNS, SIGNALS, DataError
 
 PROVENANCE_KEY = b"listcon.provenance"
@@ -77,7 +77,7 @@ def update_ranked(data: pa.Table | pa.RecordBatchReader, uri: str, provenance: d
     schema = dataset.schema
     updated, removed = [], []
     if replace:
-        predicate = "query_id IN ({})".format(", ".join("'" + q.replace("'", "''") + "'" for q in replace))
+        predicate = in_list("query_id", replace)
         for fragment in dataset.get_fragments():
             after = fragment.delete(predicate)
             if after is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import lance
 import pyarrow as pa
 
-from listcon.pipeline.store.lance_tables import open_table
+from listcon.pipeline.store.lance_tables import in_list, open_table
 from listcon.schemas import TEXTS
 
 
@@ -44,8 +44,7 @@ class TextTable:
                 self.dataset = lance.dataset(self.uri)
         stale = sorted(set(have) - set(ids)) if prune else []
         if stale:
-            quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in stale)
-            self.dataset.delete(f"id IN ({quoted})")
+            self.dataset.delete(in_list("id", stale))
             self.dataset = lance.dataset(self.uri)
         return len(changed)
 
