@@ -36,7 +36,8 @@ from listcon.jobs.config import (
     load_config,
     read_toml,
 )
-from listcon.jobs.runtime import JOB_SIGNAL_HANDLERS, RECEIVED_SIGNALS, bound_heap, setup_logging, stop_ray_started_since
+from listcon.jobs.runtime import (JOB_SIGNAL_HANDLERS, RECEIVED_SIGNALS, bound_heap, native_log_lines_held_back,
+                                  setup_logging, stop_ray_started_since)
 from listcon.model.head_config import ListConRankerConfig
 from listcon.model.schedule import PruneSchedule
 from listcon.pipeline.encoding.settings import EncoderSettings
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     JOB_SIGNAL_HANDLERS.update({s: _interrupt for s in handlers})
     try:
-        code = _main(args, verbose)
+        with native_log_lines_held_back(enabled=not verbose):  # Ray's C++ lines: its driver log, or -v
+            code = _main(args, verbose)
     except KeyboardInterrupt:
         # Stopped: the process exits once Ray is down; no later signal may cut that short, or turn the
         # exit code into a death by signal during the interpreter's shutdown.

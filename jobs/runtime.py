@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import json
 import logging
 import os
+import re
+import select
 import secrets
 import signal
 import subprocess
@@ -24,7 +27,8 @@ log = logging.getLogger("listcon")
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
              "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 # Ray Data's notices ("Progress bars disabled", "execution finished") stay out of a normal run unless -v.
-# (Setting RAY_BACKEND_LOG_LEVEL to hide the core worker's C++ lines prints a C++ line of its own.)
+# (The core worker's C++ lines are held back by ``native_log_lines_held_back``: setting
+# RAY_BACKEND_LOG_LEVEL to hide them prints a C++ line of its own.)
 QUIET_UNLESS_VERBOSE = {"RAY_DATA_LOG_LEVEL": "ERROR"}
 
 
@@ -36,6 +40,68 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_loggers()
+
+
+# A line of Ray's C++ logger: "[2026-12-06 22:30:07,146 E 28516 28516] core_worker.cc:2465: ...".
+RAY_NATIVE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWEF] \d+ \d+\] \w+\.(cc|h):\d+: ")
+
+
+@contextlib.contextmanager
+def native_log_lines_held_back(enabled: bool = True):
+    """Keep Ray's C++ log lines off this process's stderr while the block runs; everything else passes.
+
+    Ray's core worker in the driver writes its error-level lines (e.g. that an actor pool's constructor
+    arguments live in the object store) straight to file descriptor 2, below Python's logging; the same
+    lines are in Ray's own driver log (``/tmp/ray/session_*/logs/python-core-driver-*.log``). File
+    descriptor 2 is pointed at a pipe; a thread passes every line on as it arrives (a line without its
+    end yet, such as a progress bar's, at once unless it may be the start of one of Ray's) and drops
+    Ray's. On leaving, descriptor 2 is put back and what the pipe still held is passed on.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    done = threading.Event()
+
+    def forward(data: bytes) -> bytes:
+        *lines, rest = re.split(rb"(?<=[\n\r])", data)
+        if rest and not (rest.startswith(b"[") and len(rest) < 4096):  # not one of Ray's lines, or too long to be one
+            lines, rest = [*lines, rest], b""
+        out = b"".join(line for line in lines if not RAY_NATIVE_LINE.match(line))
+        if out:
+            os.write(saved, out)
+        return rest
+
+    def pump() -> None:
+        pending = b""
+        while True:
+            ready, _, _ = select.select([read_end], [], [], 0.05)
+            if not ready:
+                if done.is_set():
+                    break
+                continue
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            pending = forward(pending + chunk)
+        if pending and not RAY_NATIVE_LINE.match(pending):
+            os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, name="listcon-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer is gone: the thread reads what is left, then stops
+        done.set()
+        thread.join(timeout=5)
+        os.close(read_end)
+        os.close(saved)
 
 
 # glibc's malloc gives each thread that contends for the heap an arena of its own (up to 8 per
