@@ -7,13 +7,16 @@ it has) is retrieved hybrid top-k (BM25 + MiniLM, every signal kept), then ranke
 - listcon under the shipped rule: outside the head's domain (every left-out collection is)
   the head ranks by its anchor fusion, convex + 0.5 RRF, whatever was learned;
 - learned rankers trained on every *other* collection only (neither the left-out
-  collection's queries nor its passages), each a row of the table (see ``RANKERS``).
+  collection's queries nor its passages), each a row of the table (see ``LEARNED``);
+- the fusion chosen on the left-out collection's own pseudo-queries (``adaptation``: its passages
+  only, never its queries or judgments) under each rule of ``fusion_choice.RULES``, and as a
+  ceiling the z-score fusion weight that its own judgments would pick.
 
 Each row reports mean nDCG@10, the delta against the better of RRF and convex on that
 collection and the paired t-test p; the depth curve reranks the top 20 ... k. Evaluation
 keeps every passage a run retrieved (no collection here has queries that are passages).
 
-    python -m bench.transfer [--collections scifact adi ...] [--k 1000] [--skip-prepare]
+    python -m bench.transfer [--collections scifact adi ...] [--k 1000] [--pseudo-queries 500] [--prepare-only]
 
 Preparing (embed, index, retrieve) is resumable and a no-op once done; it reuses
 work/transfer/<name>. Writes bench/results/transfer.json and prints a table.
@@ -22,7 +25,10 @@ work/transfer/<name>. Writes bench/results/transfer.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,11 +40,17 @@ from bench.common import print_table, write_results
 from listcon.jobs.config import ExtraSource, load_config
 from listcon.jobs.run_job import prepare
 from listcon.jobs.runtime import setup_logging
-from listcon.pipeline.data.readers import read_qrels, read_queries
+from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS, RULES, choose_fusion, pseudo_gains
+from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
+from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
+from listcon.pipeline.data.readers import read_corpus, read_qrels, read_queries
+from listcon.pipeline.retrieval import faiss_index
+from listcon.pipeline.retrieval import lexical as lexical_index
+from listcon.pipeline.retrieval.retrieve import RetrieveOptions
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, QuerySignals, list_features, query_idf,
-                                               weigh)
+                                               weigh, z_fusion)
 from listcon.pipeline.training.domain import EXTERNAL_FALLBACK
 from listcon.schemas import SIGNALS
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
@@ -68,6 +80,7 @@ def main() -> None:
     parser.add_argument("--train-queries", type=int, default=200, help="training queries per other collection")
     parser.add_argument("--depth", type=int, default=100, help="the learned rankers rerank the anchor's top-N")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pseudo-queries", type=int, default=500, help="pseudo-queries per collection (adaptation)")
     args = parser.parse_args()
     setup_logging()
     base = load_config(args.config)
@@ -86,12 +99,21 @@ def main() -> None:
                              "train_queries_per_collection": args.train_queries,
                              "depth": args.depth, "seed": args.seed, "params": LAMBDAMART, "rounds": ROUNDS,
                              "training_data": "the other collections' evaluation queries (never the left-out one)"}}
+    adapted = {name: adaptation(config, args.out / name / "adapt.json", args.pseudo_queries, args.seed, args.k)
+               for name, config in configs.items()}
+    report["adaptation"] = {"pseudo_queries": args.pseudo_queries, "seed": args.seed, "dense_weights": list(DENSE_WEIGHTS),
+                            "reads": "the collection's passages and the workdir's passage cache only, never its queries "
+                                     "or qrels"}
     for mode, (first_stage, anchor) in MODES.items():
         lists = {name: collection_lists(config, args.out / name / f"{mode}.npz", mode) for name, config in configs.items()}
         rows, curves = [], {}
         for held_out, config in configs.items():
             runs = {run: ranked(lists[held_out], by) for run, by in BASELINES[mode].items()}
             runs["listcon"] = ranked(lists[held_out], "fallback")
+            weights = {f"adapted-{rule}": adapted[held_out]["rules"][rule]["dense_weight"] for rule in RULES}
+            for run, weight in weights.items():
+                runs[run] = runs["listcon"] if weight is None else ranked(with_z_fusion(lists[held_out], weight), "z")
+            oracle = {w: ranked(with_z_fusion(lists[held_out], w), "z") for w in DENSE_WEIGHTS}
             for learned, spec in LEARNED.items():
                 model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, spec, args.train_queries,
                                          args.depth, args.seed)
@@ -102,23 +124,32 @@ def main() -> None:
             values = {run: per_query(qrels, r, ["nDCG@10"])["nDCG@10"] for run, r in runs.items()}
             means = {run: float(np.mean(list(v.values()))) for run, v in values.items()}
             best = max(FUSIONS[mode], key=means.get)
+            by_weight = {w: float(np.mean(list(per_query(qrels, r, ["nDCG@10"])["nDCG@10"].values())))
+                         for w, r in oracle.items()}
             row = {"name": held_out, "split": config.split, "queries": len(values["listcon"]),
                    **{run: means[run] for run in runs if "-top" not in run}, "best_fusion": best,
                    "delta_vs_best_fusion": means["listcon"] - means[best],
                    "p": paired_test(values["listcon"], values[best])}
-            for learned in LEARNED:
+            for learned in (*weights, *LEARNED):
                 row[f"{learned}_delta"] = means[learned] - means[best]
                 row[f"{learned}_p"] = paired_test(values[learned], values[best])
+            row.update({f"{run}_weight": weight for run, weight in weights.items()})
+            oracle_weight = max(by_weight, key=by_weight.get)
+            row["z_oracle"], row["z_oracle_weight"] = by_weight[oracle_weight], oracle_weight
+            row["z_oracle_delta"] = by_weight[oracle_weight] - means[best]
             rows.append(row)
             curves[held_out] = {learned: {d: means[f"{learned}-top{d}"] for d in DEPTHS[mode]} for learned in LEARNED}
             print(f"[{mode}] {held_out}: listcon {means['listcon']:.4f}, lambdamart {means['lambdamart']:.4f}, "
                   f"{best} {means[best]:.4f}", flush=True)
-        columns = [c for c in rows[0] if c not in ("split", "best_fusion")]
+        columns = [c for c in rows[0] if c not in ("split", "best_fusion") and not c.startswith("lambdamart")]
         print(f"\n{mode}: {first_stage}")
         print_table(rows, columns)
         summary = {run: {"mean_delta": float(np.mean([r[key] for r in rows])), "worst_delta": float(min(r[key] for r in rows))}
-                   for run, key in (("listcon", "delta_vs_best_fusion"), *((l, f"{l}_delta") for l in LEARNED))}
+                   for run, key in (("listcon", "delta_vs_best_fusion"), *((f"adapted-{r}", f"adapted-{r}_delta") for r in RULES),
+                                    ("z_oracle", "z_oracle_delta"), *((l, f"{l}_delta") for l in LEARNED))}
         print("against the better fusion:", summary)
+        for row in rows:
+            row["adaptation"] = adapted[row["name"]]
         report[mode] = {"first_stage": first_stage, "fusions": list(FUSIONS[mode]), "collections": rows,
                         "summary": summary, "depth_curves": curves}
     report["collections"] = report["hybrid"]["collections"]
@@ -230,6 +261,40 @@ def collection_lists(config, cache: Path, mode: str) -> dict:
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **arrays)
     return arrays
+
+
+def adaptation(config, cache: Path, count: int, seed: int, k: int) -> dict:
+    """The fusion chosen for a collection on ``count`` pseudo-queries cut from its passages (cached in ``cache``).
+    It reads the corpus and the workdir's passage cache and indexes' settings: never a query or a judgment."""
+    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == [count, seed, k]:
+        return saved
+    started = time.perf_counter()
+    corpus = read_corpus(config.data, empty="skip" if config.embed.skip_empty else "error")
+    ids = corpus.table["id"].to_pylist()
+    pseudo = pseudo_queries(ids, corpus.table["title"].to_pylist(), corpus.table["text"].to_pylist(), count, seed)
+    passages = EmbeddingCache(config.work.passages)
+    cached, vectors = passages.read_all()
+    position = {p: i for i, p in enumerate(cached)}
+    metric = faiss_index.read_manifest(config.work.index).spec["metric"]
+    spec = lexical_index.LexicalSpec(**lexical_index.read_manifest(config.work.lexical)["spec"])
+    candidates, sources = pseudo_candidates(ids, corpus.texts(), vectors[[position[p] for p in ids]], pseudo,
+                                            config.encoder.load(), passages, metric, spec, RetrieveOptions(k=k))
+    gains = pseudo_gains(candidates, sources)
+    result = {"key": [count, seed, k], "rules": {rule: choose_fusion(gains, rule).to_dict() for rule in RULES},
+              "kinds": dict(Counter(q.kind for q in pseudo)), "seconds": round(time.perf_counter() - started, 1)}
+    cache.write_text(json.dumps(result, indent=2) + "\n")
+    logging.getLogger("bench.transfer").warning("adapted %s: %s", config.data, result)
+    return result
+
+
+def with_z_fusion(lists: dict, dense_weight: float) -> dict:
+    """``lists`` with ``by_z``: the z-score fusion at ``dense_weight`` (an external run's z joins the lexical side)."""
+    dense, lexical = lists["features"][:, LIST_FEATURES.index("dense_z")], lists["features"][:, LIST_FEATURES.index("lexical_z")]
+    z = np.zeros(len(dense))
+    for group in _groups(lists):
+        external = lists["by_external"][group] if "by_external" in lists else None
+        z[group] = z_fusion(dense[group].astype(np.float64), lexical[group].astype(np.float64), dense_weight, external)
+    return {**lists, "by_z": z}
 
 
 def _groups(lists: dict) -> list[np.ndarray]:

@@ -318,3 +318,18 @@ def test_outside_its_domain_a_head_on_an_external_run_ranks_by_rrf_of_every_side
         expected = [ids[i] for i in np.lexsort((np.arange(len(ids)), -np.round(rrf, 9)))]
         assert got[qid]["passage_id"].to_pylist()[:10] == expected[:10], qid
     assert read_provenance(other.rankings("test.external-fallback"))["fallback"] == {"rrf": 1.0}
+
+
+def test_z_fusion_weighs_the_list_features_z_scores_and_an_external_copy_of_bm25_changes_nothing():
+    from listcon.pipeline.retrieval.signals import LIST_FEATURES, list_features, z_fusion
+
+    rows = _candidates([1, 2, 3, 5, 4], [5, 1, 2, 3, 4])
+    features = list_features(rows, 4, np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32), (3, 0.5, 0.9))
+    dense_z, lexical_z = (features[:, LIST_FEATURES.index(name)] for name in ("dense_z", "lexical_z"))
+    signals = QuerySignals(rows, 4)
+    for weight in (0.0, 0.35, 1.0):
+        fused = z_fusion(signals.dense, signals.lexical, weight)
+        np.testing.assert_allclose(fused, weight * dense_z + (1 - weight) * lexical_z, atol=1e-5)
+        # an external run that is BM25 on another scale (the usual --from-run) moves no candidate
+        np.testing.assert_allclose(z_fusion(signals.dense, signals.lexical, weight, 3.0 * signals.lexical + 7.0), fused,
+                                   atol=1e-9)

@@ -149,6 +149,14 @@ def weigh(matrix: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     return sum(weight * matrix[:, SIGNALS.index(name)].astype(np.float64) for name, weight in weights.items())
 
 
+def z_fusion(dense: np.ndarray, lexical: np.ndarray, dense_weight: float, external: np.ndarray | None = None) -> np.ndarray:
+    """``dense_weight`` x z(dense) + (1 - ``dense_weight``) x z(lexical side), each side's scores standardised over
+    the query's candidate list, so that a weight means the same on every corpus. With an external run the
+    lexical side is the mean of the BM25 and external z-scores (an external run's scale is unknown; its z is not)."""
+    side = _z(lexical) if external is None else (_z(lexical) + _z(external)) / 2
+    return dense_weight * _z(dense) + (1.0 - dense_weight) * side
+
+
 def query_idf(lexical, query: str) -> tuple[int, float, float]:
     """(terms, mean, max) of the query's analysed terms' IDF, log(N / df) / log(N) so that 1 is a term in
     one passage whatever the corpus size; (0, 0, 0) for a query with no indexed term."""

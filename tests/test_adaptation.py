@@ -1,0 +1,98 @@
+"""Self-supervised adaptation: pseudo-queries cut from a corpus's passages, the first stage over indexes that
+hold each source passage without its query, and the rules that pick a fusion from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from conftest import data_dir
+from listcon.pipeline.adaptation.fusion_choice import DEFAULT, choose_fusion, fusion_name, pseudo_gains
+from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
+from listcon.pipeline.adaptation.pseudo_queries import PseudoQuery, pseudo_queries
+from listcon.pipeline.data.readers import read_corpus
+from listcon.pipeline.encoding.settings import EncoderSettings
+from listcon.pipeline.retrieval.lexical import LexicalIndex
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
+
+IDS = ["two-sentences", "titled", "untitled", "short"]
+TITLES = ["Heat transfer", "Cell biology", None, ""]
+TEXTS = ["The first sentence has five words. A second sentence has six words here.",
+         "Only one sentence about cells lives here",
+         "alpha beta gamma delta epsilon zeta eta theta iota",
+         "too short"]
+
+
+def test_pseudo_queries_are_deterministic_by_seed_and_cut_from_their_passage():
+    made = pseudo_queries(IDS, TITLES, TEXTS, count=10, seed=0)
+    assert made == pseudo_queries(IDS, TITLES, TEXTS, count=10, seed=0)
+    assert {q.passage_id: q.kind for q in made} == {"two-sentences": "sentence", "titled": "title", "untitled": "span"}
+    for q in made:  # the query and the rest together are the passage's words, the query's taken out
+        whole = ((TITLES[IDS.index(q.passage_id)] or "") + " " + TEXTS[IDS.index(q.passage_id)]).split()
+        assert sorted(q.text.split() + q.rest.split()) == sorted(whole), q
+        assert q.text not in q.rest
+    by_id = {q.passage_id: q for q in made}
+    assert by_id["titled"] == PseudoQuery("titled", "Cell biology", TEXTS[1], "title")
+    assert by_id["two-sentences"].text in ("The first sentence has five words.", "A second sentence has six words here.")
+    assert len(by_id["untitled"].text.split()) == 3  # a third of the nine words
+    runs = {tuple(pseudo_queries(IDS, TITLES, TEXTS, count=10, seed=s)) for s in range(8)}
+    assert len(runs) > 1  # the seed decides which sentence, which span and the order
+    assert len(pseudo_queries(IDS, TITLES, TEXTS, count=2, seed=0)) == 2
+
+
+def _gains(anchor: list[float], **fusions: list[float]) -> dict[str, dict[str, float]]:
+    names = [fusion_name(w) for w in (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)]
+    rows = {}
+    for i, value in enumerate(anchor):
+        rows[f"q{i}"] = {DEFAULT: value, **{n: fusions.get(n.replace(".", "_"), [0.0] * len(anchor))[i] for n in names}}
+    return rows
+
+
+def test_the_rules_keep_the_anchor_without_evidence_and_one_se_prefers_the_weight_nearest_the_default():
+    flat = [0.5] * 40
+    wobble = [0.5 + (0.1 if i % 2 else -0.1) for i in range(40)]
+    # no fusion better than the anchor: both rules keep it
+    same = _gains(flat, z0_5=wobble)
+    assert choose_fusion(same, "significant").chosen == DEFAULT == choose_fusion(same, "one-se").chosen
+    # z0.8 best by a clear margin, z0.65 within one standard error of it: significant takes the best,
+    # one-se the weight nearer 0.5
+    best = [0.7] * 40
+    near = [0.7 - (0.1 if i % 2 else -0.08) for i in range(40)]
+    clear = _gains(wobble, z0_8=best, z0_65=near, z0_5=[0.55] * 40)
+    significant, one_se = choose_fusion(clear, "significant"), choose_fusion(clear, "one-se")
+    assert (significant.chosen, significant.dense_weight, significant.best) == ("z0.8", 0.8, "z0.8")
+    assert (one_se.chosen, one_se.dense_weight) == ("z0.65", 0.65)
+    assert significant.p < 1e-10 and significant.gains["z0.65"] == pytest.approx(0.69)
+    with pytest.raises(ValueError, match="fusion rule 'best': expected one of significant, one-se"):
+        choose_fusion(clear, "best")
+
+
+def test_pseudo_candidates_index_each_source_passage_without_its_query(adi_embedded):
+    corpus = read_corpus(data_dir("adi"))
+    ids, texts = corpus.table["id"].to_pylist(), corpus.texts()
+    pseudo = pseudo_queries(ids, corpus.table["title"].to_pylist(), corpus.table["text"].to_pylist(), count=12, seed=3)
+    passages = EmbeddingCache(adi_embedded / "passages.lance")
+    cached_ids, vectors = passages.read_all()
+    vectors = vectors[[cached_ids.index(p) for p in ids]]
+    encoder = EncoderSettings().load("cpu")
+    candidates, sources = pseudo_candidates(ids, texts, vectors, pseudo, encoder, passages, "cosine")
+    again, _ = pseudo_candidates(ids, texts, vectors, pseudo, encoder, passages, "cosine")
+    assert candidates.equals(again) and len(sources) == 12
+    # the slow reference: BM25 over the corpus with every source passage shortened, cosine to the re-encoded rest
+    shortened = list(texts)
+    for q in pseudo:
+        shortened[ids.index(q.passage_id)] = q.rest
+    lexical = LexicalIndex.build(ids, shortened)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    rests = dict(zip((q.passage_id for q in pseudo), unit(encoder.encode([q.rest for q in pseudo]))))
+    for (qid, source), q in zip(sources.items(), pseudo):
+        rows = candidates.filter(pc.equal(candidates["query_id"], qid)).to_pylist()
+        query = unit(encoder.encode([q.text])[0])
+        for row in rows[:20]:
+            p = row["passage_id"]
+            expected = rests[p] if p in rests else unit(vectors[ids.index(p)])
+            assert row["dense_score"] == pytest.approx(float(query @ expected), abs=1e-4), (qid, p)
+            assert row["lexical_score"] == pytest.approx(float(lexical.scores(q.text, [p])[0]), rel=1e-5), (qid, p)
+    gains = pseudo_gains(candidates, sources)
+    assert set(gains) == set(sources) and choose_fusion(gains) == choose_fusion(pseudo_gains(again, sources))
