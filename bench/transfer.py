@@ -9,7 +9,7 @@ it has) is retrieved hybrid top-k (BM25 + MiniLM, every signal kept), then ranke
 - learned rankers trained on every *other* collection only (neither the left-out
   collection's queries nor its passages), each a row of the table (see ``LEARNED``);
 - the fusion chosen on the left-out collection's own pseudo-queries (``adaptation``: its passages
-  only, never its queries or judgments) under each rule of ``fusion_choice.RULES``, and as a
+  only, never its queries or judgments) under each rule of ``adaptation.settings.RULES``, and as a
   ceiling the z-score fusion weight that its own judgments would pick.
 
 Each row reports mean nDCG@10, the delta against the better of RRF and convex on that
@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,13 +39,10 @@ from bench.common import print_table, write_results
 from listcon.jobs.config import ExtraSource, load_config
 from listcon.jobs.run_job import prepare
 from listcon.jobs.runtime import setup_logging
-from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS, RULES, choose_fusion, pseudo_gains
-from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
-from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
-from listcon.pipeline.data.readers import read_corpus, read_qrels, read_queries
-from listcon.pipeline.retrieval import faiss_index
-from listcon.pipeline.retrieval import lexical as lexical_index
-from listcon.pipeline.retrieval.retrieve import RetrieveOptions
+from listcon.jobs.adapt_job import pseudo_evidence
+from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS, choose_fusion
+from listcon.pipeline.adaptation.settings import RULES, AdaptSettings
+from listcon.pipeline.data.readers import read_qrels, read_queries
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, QuerySignals, list_features, query_idf,
@@ -264,24 +260,14 @@ def collection_lists(config, cache: Path, mode: str) -> dict:
 
 
 def adaptation(config, cache: Path, count: int, seed: int, k: int) -> dict:
-    """The fusion chosen for a collection on ``count`` pseudo-queries cut from its passages (cached in ``cache``).
-    It reads the corpus and the workdir's passage cache and indexes' settings: never a query or a judgment."""
+    """The fusion each rule chooses for a collection on ``count`` pseudo-queries cut from its passages (cached in
+    ``cache``): `listcon adapt`'s evidence, which reads the corpus and the workdir, never a query or a judgment."""
     if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == [count, seed, k]:
         return saved
     started = time.perf_counter()
-    corpus = read_corpus(config.data, empty="skip" if config.embed.skip_empty else "error")
-    ids = corpus.table["id"].to_pylist()
-    pseudo = pseudo_queries(ids, corpus.table["title"].to_pylist(), corpus.table["text"].to_pylist(), count, seed)
-    passages = EmbeddingCache(config.work.passages)
-    cached, vectors = passages.read_all()
-    position = {p: i for i, p in enumerate(cached)}
-    metric = faiss_index.read_manifest(config.work.index).spec["metric"]
-    spec = lexical_index.LexicalSpec(**lexical_index.read_manifest(config.work.lexical)["spec"])
-    candidates, sources = pseudo_candidates(ids, corpus.texts(), vectors[[position[p] for p in ids]], pseudo,
-                                            config.encoder.load(), passages, metric, spec, RetrieveOptions(k=k))
-    gains = pseudo_gains(candidates, sources)
+    gains, kinds = pseudo_evidence(replace(config, adapt=AdaptSettings(pseudo_queries=count, seed=seed)), k)
     result = {"key": [count, seed, k], "rules": {rule: choose_fusion(gains, rule).to_dict() for rule in RULES},
-              "kinds": dict(Counter(q.kind for q in pseudo)), "seconds": round(time.perf_counter() - started, 1)}
+              "kinds": kinds, "seconds": round(time.perf_counter() - started, 1)}
     cache.write_text(json.dumps(result, indent=2) + "\n")
     logging.getLogger("bench.transfer").warning("adapted %s: %s", config.data, result)
     return result

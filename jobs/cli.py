@@ -40,6 +40,7 @@ from listcon.jobs.runtime import (JOB_SIGNAL_HANDLERS, RECEIVED_SIGNALS, bound_h
                                   setup_logging, stop_ray_started_since)
 from listcon.model.head_config import ListConRankerConfig
 from listcon.model.schedule import PruneSchedule
+from listcon.pipeline.adaptation.settings import AdaptSettings
 from listcon.pipeline.encoding.settings import EncoderSettings
 from listcon.pipeline.rerank.settings import RerankSettings
 from listcon.pipeline.retrieval.faiss_index import IndexSpec
@@ -66,10 +67,13 @@ SECTIONS: dict[str, list[tuple[str, type, tuple[str, ...] | None]]] = {
                   ("train.settings.head", ListConRankerConfig, None), ("schedule", PruneSchedule, None)],
         "rerank": [("rerank", RerankOptions, None), ("rerank.settings", RerankSettings, None),
                    ("schedule", PruneSchedule, None)],
+        "adapt": [("adapt", AdaptSettings, None), ("encoder", EncoderSettings, None),
+                  ("retrieve", RetrieveOptions, ("k", "fusion", "convex_weight", "rrf_k")),
+                  ("embed", EmbedOptions, ("skip_empty",))],
         "evaluate": [("evaluate", EvaluateOptions, None)],
     }.items()
 }
-NEEDS_DATA = {"embed", "retrieve", "mine", "train", "rerank", "evaluate"}
+NEEDS_DATA = {"embed", "retrieve", "mine", "train", "rerank", "adapt", "evaluate"}
 TRAIN_SPLIT = {"mine", "train"}  # --split names the training split for these
 HELP = {
     "embed": "encode new/changed passages into W/passages.lance (Ray Data)",
@@ -78,6 +82,8 @@ HELP = {
     "mine": "hard-negative training lists from a split's candidates and qrels",
     "train": "train the head (stage 1) or encoder + head (stage 2) with Circle Loss",
     "rerank": "rerank a split's candidates with a ListConRanker head (Ray actors over query shards)",
+    "adapt": "choose the fusion this corpus ranks by where a head's learned part is off, from pseudo-queries cut "
+             "from its own passages (never its queries or qrels)",
     "evaluate": "evaluate every run of a split (metrics.json, report.md, report.html)",
 }
 
@@ -132,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         step.add_argument("--config", type=Path, help="start from this TOML config; flags override it")
         step.add_argument("--workdir", help="state directory (tables, index, runs, reports)")
         step.add_argument("--lance-root", dest="lance_root", help="put the Lance tables under this URI (e.g. s3://bucket/path)")
-        if command not in ("embed", "index"):
+        if command not in ("embed", "index", "adapt"):
             step.add_argument("--split", help="the split (default: train for mine/train, test otherwise)")
         step.add_argument("-v", "--verbose", action="store_true", help="debug logs and full tracebacks")
         step.add_argument("--no-progress", action="store_true", help="no progress bars")

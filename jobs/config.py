@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from listcon.model.schedule import PruneSchedule
+from listcon.pipeline.adaptation.settings import AdaptSettings
 from listcon.pipeline.encoding.settings import EncoderSettings
 from listcon.pipeline.data.readers import UNKNOWN_PASSAGE_POLICIES
 from listcon.pipeline.store.corpus_state import STALE_POLICIES
@@ -175,6 +176,7 @@ class Config:
     schedule: PruneSchedule = option(PruneSchedule(), "", flag=False)
     train: TrainOptions = option(TrainOptions(), "", flag=False)
     rerank: RerankOptions = option(RerankOptions(), "", flag=False)
+    adapt: AdaptSettings = option(AdaptSettings(), "", flag=False)
     evaluate: EvaluateOptions = option(EvaluateOptions(), "", flag=False)
     ray: RayOptions = option(RayOptions(), "", flag=False)
     inputs: InputOptions = option(InputOptions(), "", flag=False)

@@ -5,17 +5,22 @@ status`` answers with the same ones, without starting Ray or loading a model."""
 from __future__ import annotations
 
 import glob
+import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from listcon.jobs.config import Config
 from listcon.model.choices import HEAD_PRECISIONS, resolve_precision
-from listcon.model.head_config import checkpoint_fingerprint
+from listcon.model.head_config import ListConRankerConfig, checkpoint_fingerprint
+from listcon.pipeline.adaptation.record import adapted_fusion
 from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, global_part, text_key
-from listcon.pipeline.store.workdir import COMPARISON_RUNS, FIRST_STAGE_RUN
+from listcon.pipeline.store.workdir import COMPARISON_RUNS, FIRST_STAGE_RUN, Workdir
+from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 from listcon.schemas import to_dict
+
+log = logging.getLogger(__name__)
 
 MAIN_RUN = "listcon"  # [rerank] run_name's default: its rankings are W/rankings/<split>
 
@@ -71,16 +76,55 @@ def cuda_devices() -> int:
     return torch.cuda.device_count()
 
 
-def rankings_provenance(config: Config, split: str, run_name: str, settings, model_dir: str | Path, learned: bool,
-                        fallback: dict | None, device: str, source: dict) -> dict:
-    """What a split's whole rankings table depends on: the head, whether its learned part applies,
-    the arithmetic, the settings and the candidates' global provenance."""
+@dataclass(frozen=True)
+class RerankRule:
+    """How a head ranks a corpus: its learned part, else the fusion `listcon adapt` chose for the corpus
+    (``fusion``: dense weight, rule, corpus digest), else its fallback anchor (``{}``: its own)."""
+
+    learned: bool
+    fallback: dict | None = None
+    fusion: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"learned_part": self.learned, **({"fallback": self.fallback} if self.fallback else {}),
+                **({"adapted_fusion": self.fusion} if self.fusion else {})}
+
+
+def rerank_rule(head: ListConRankerConfig, model_dir: str | Path, work: Workdir, outside_domain: str,
+                source: dict | None) -> RerankRule:
+    """The rule for a head (config ``head``) on ``work``'s corpus and candidates (provenance ``source``)."""
+    if learned_part_here(head, model_dir, work, outside_domain):
+        return RerankRule(True)
+    fusion = adapted_fusion(work)
+    if fusion is not None:
+        log.info("rerank: ranking by the fusion `listcon adapt` chose for this corpus instead of the anchor: "
+                 "%g x z(dense) + %g x z(BM25) (rule %s)", fusion["dense_weight"], 1 - fusion["dense_weight"],
+                 fusion["rule"])
+        return RerankRule(False, fusion=fusion)
+    return RerankRule(False, fallback_anchor(head, source) or {})
+
+
+def rankings_provenance(config: Config, split: str, run_name: str, settings, model_dir: str | Path, rule: RerankRule,
+                        device: str, source: dict) -> dict:
+    """What a split's whole rankings table depends on: the head, how it ranks here (``rule``), the
+    arithmetic, the settings and the candidates' global provenance."""
     arithmetic = {"device": device.split(":")[0], "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
-    return {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir), "learned_part": learned,
-            **({"fallback": fallback} if fallback else {}), "arithmetic": arithmetic,
+    return {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir), **rule.to_dict(),
+            "arithmetic": arithmetic,
             "candidates": {k: v for k, v in global_part(source).items() if k in CANDIDATES_FOR_RERANK},
             "settings": {k: v for k, v in to_dict(settings).items() if k not in RERANK_EXCLUDES},
             "schedule": to_dict(config.schedule)}
+
+
+def adapt_provenance(config: Config, manifest: Manifest, lexical_manifest: dict, encoder_fingerprint: str | None) -> dict:
+    """What `listcon adapt`'s choice depends on: the corpus, the cache's encoder, both indexes' settings, the
+    first stage's depth and fusion, and ``[adapt]``'s options (whether ``run`` adapts is not one of them)."""
+    from listcon.pipeline.training.domain import corpus_digest
+
+    return {"corpus": corpus_digest(config.work), "encoder": encoder_fingerprint, "metric": manifest.spec["metric"],
+            "lexical": lexical_manifest["spec"], "k": min(config.retrieve.k, manifest.count),
+            "retrieve": {key: getattr(config.retrieve, key) for key in ("fusion", "convex_weight", "rrf_k")},
+            "adapt": {k: v for k, v in to_dict(config.adapt).items() if k != "enabled"}}
 
 
 def rankings_keys(query_ids: list[str], source: dict) -> dict[str, str]:

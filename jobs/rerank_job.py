@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
-from listcon.jobs.plans import cuda_devices, missing_output, rankings_keys, rankings_provenance, rankings_uri
+from listcon.jobs.plans import (cuda_devices, missing_output, rankings_keys, rankings_provenance, rankings_uri,
+                                rerank_rule)
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.model import ListConRanker
@@ -39,7 +40,6 @@ from listcon.pipeline.store.ranked_lists import (
 from listcon.pipeline.store.shards import ShardStore
 from listcon.pipeline.store.workdir import user_run_name
 from listcon.pipeline.training.finished import check_finished
-from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 from listcon.schemas import RANKINGS
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,15 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     if source is None:
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
     check_dim(head, EmbeddingCache(work.passages))  # here, not as a dead actor after Ray started
-    learned = learned_part_here(head.config, model_dir, work, settings.outside_domain)
-    fallback = None if learned else (fallback_anchor(head.config, source) or {})  # {}: the head's own anchor
+    rule = rerank_rule(head.config, model_dir, work, settings.outside_domain, source)
+    fallback, fusion = rule.fallback, (rule.fusion or {}).get("dense_weight")
     if fallback:
         log.info("rerank: the candidates come from an external run; the fallback ranks by %s over every first stage",
                  fallback)
     query_ids = list(dict.fromkeys(judged_queries(config.need_data(), split)[0]["id"].to_pylist()))
     device = _worker_device(config, settings)
     # the arithmetic is in the provenance: CPU fp32 and GPU bf16 results are never mixed on resume
-    provenance = rankings_provenance(config, split, run_name, settings, model_dir, learned, fallback, device, source)
+    provenance = rankings_provenance(config, split, run_name, settings, model_dir, rule, device, source)
     arithmetic = provenance["arithmetic"]
     keys = rankings_keys(query_ids, source)
     uri, run_path = rankings_uri(work, split, run_name), work.run(split, run_name)
@@ -111,8 +111,8 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     # Shards are cut from a stream of the candidates table, with at most two per worker in
     # flight, so the driver holds a few shards' lists however many queries there are.
-    shards = _shards(iter_lists(candidates_uri, work_ids, signals_k=source["k"] if head.config.signals else None),
-                     options.shard_size)
+    signals_k = source["k"] if head.config.signals or fusion is not None else None
+    shards = _shards(iter_lists(candidates_uri, work_ids, signals_k=signals_k), options.shard_size)
     # one shard of work left (and no cluster named): Ray's start costs more than the work, which runs here
     here = n_shards - done_before <= (0 if config.ray.address else 1)
     with tqdm(total=len(work_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:
@@ -121,14 +121,14 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
                 empty += sum(1 for item in lists if not item[1])
                 if not store.done(index):
                     worker = RerankShard(model_dir, work.passages, work.queries, replace(settings, device=device),
-                                         config.schedule, store, None, fallback)
+                                         config.schedule, store, None, fallback, fusion)
                     _, missing, spent = worker.run(index, lists)
                     skipped += missing
                     seconds = {k: seconds[k] + spent[k] for k in seconds}
                 bar.update(len(lists))
         else:
             skipped, empty, seconds = _on_ray(config, model_dir, settings, device, arithmetic, store, shards, fallback,
-                                              bar)
+                                              fusion, bar)
     if n_shards > done_before:
         log.info("rerank: time in take %.1fs, model %.1fs, write %.1fs", *seconds.values())
     if skipped:
@@ -150,7 +150,7 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
 
 
 def _on_ray(config: Config, model_dir: str, settings, device: str, arithmetic: dict, store: ShardStore,
-            shards: Iterator[list], fallback: dict | None, bar: tqdm) -> tuple[int, int, dict[str, float]]:
+            shards: Iterator[list], fallback: dict | None, fusion: float | None, bar: tqdm) -> tuple[int, int, dict[str, float]]:
     """Rerank ``shards`` (those not done in ``store``) on a pool of Ray actors; returns (skipped, empty, seconds)."""
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     workers = config.rerank.workers
@@ -165,7 +165,7 @@ def _on_ray(config: Config, model_dir: str, settings, device: str, arithmetic: d
     log.info("rerank: %d workers x (%d CPU, %d GPU); nodes: %s", workers, threads, gpus, describe(nodes))
     actor = ray.remote(num_cpus=threads, num_gpus=gpus)(NodeRerankShard)
     pool = ActorPool([actor.remote(model_dir, config.work.passages, config.work.queries, on, config.schedule, store,
-                                   threads, fallback) for _ in range(workers)])
+                                   threads, fallback, fusion) for _ in range(workers)])
     sizes: dict[int, int] = {}
     per_node: Counter[str] = Counter()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from listcon.jobs.adapt_job import adapt
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.embed_job import embed
@@ -61,6 +62,8 @@ def run(config: Config, progress: bool = True) -> RunResult:
             prepare(other, extra.split, k, progress)
             mine(other, extra.split)
         training = train(config)
+    if config.adapt.enabled:
+        adapt(config, progress=progress)
     reranked = {config.rerank.run_name: rerank(config, progress=progress)}
     for depth in config.rerank.depths:
         name = depth_run(config.rerank.run_name, depth)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from listcon.jobs.config import Config
 from listcon.jobs.index_job import dense_stale, lexical_wanted
 from listcon.jobs.plans import (
+    adapt_provenance,
     candidates_keys,
     candidates_provenance,
     cuda_devices,
@@ -20,8 +21,10 @@ from listcon.jobs.plans import (
     rankings_keys,
     rankings_provenance,
     rankings_uri,
+    rerank_rule,
 )
 from listcon.model.head_config import CheckpointError, read_head_config
+from listcon.pipeline.adaptation.record import read_adaptation
 from listcon.pipeline.data.readers import judged_queries
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.retrieval import faiss_index
@@ -32,7 +35,6 @@ from listcon.pipeline.store.query_provenance import plan
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.text_table import TextTable
 from listcon.pipeline.training.finished import check_finished
-from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,13 @@ def status(config: Config, split: str | None = None) -> Status:
     steps.append(_index(config, blocked=not steps[0].up_to_date))
     retrieve, keys = _retrieve(config, split, blocked=not all(s.up_to_date for s in steps))
     steps.append(retrieve)
-    steps.append(_rerank(config, split, keys, blocked=retrieve))
+    waiting = None if keys is not None else (f"rerank: after retrieve, the queries whose candidates change "
+                                             f"(retrieve has {retrieve.todo} to do)")
+    if config.adapt.enabled:  # `listcon run` adapts before it reranks
+        steps.append(_adapt(config, blocked=not all(s.up_to_date for s in steps[:2])))
+        if waiting is None and not steps[-1].up_to_date:
+            waiting = "rerank: after adapt, whose choice decides what changes"
+    steps.append(_rerank(config, split, keys, waiting))
     return Status(str(work.root), split, steps)
 
 
@@ -104,6 +112,21 @@ def _index(config: Config, blocked: bool) -> StepStatus:
     return StepStatus("index", True, f"index: up to date ({manifest.count} vectors)")
 
 
+def _adapt(config: Config, blocked: bool) -> StepStatus:
+    work = config.work
+    if blocked:
+        return StepStatus("adapt", False, "adapt: after embed and index")
+    record = read_adaptation(work)
+    provenance = adapt_provenance(config, faiss_index.read_manifest(work.index), read_manifest(work.lexical),
+                                  EmbeddingCache(work.passages).metadata.get("fingerprint"))
+    if record is None:
+        return StepStatus("adapt", False, "adapt: not run yet (no adaptation.json)")
+    if record.get("provenance") != provenance:
+        changed = sorted(k for k in provenance if (record.get("provenance") or {}).get(k) != provenance[k])
+        return StepStatus("adapt", False, f"adapt: to choose again ({', '.join(changed)} changed)")
+    return StepStatus("adapt", True, f"adapt: up to date ({record['choice']['chosen']})")
+
+
 def _retrieve(config: Config, split: str, blocked: bool) -> tuple[StepStatus, dict[str, str] | None]:
     work = config.work
     queries, _ = judged_queries(config.need_data(), split, None, config.inputs.unknown_passages)
@@ -125,11 +148,10 @@ def _retrieve(config: Config, split: str, blocked: bool) -> tuple[StepStatus, di
     return _verdict("retrieve", todo), keys if todo.nothing else None
 
 
-def _rerank(config: Config, split: str, keys: dict | None, blocked: StepStatus) -> StepStatus:
+def _rerank(config: Config, split: str, keys: dict | None, waiting: str | None) -> StepStatus:
     work, model_dir = config.work, config.head_dir
-    if keys is None:
-        return StepStatus("rerank", False, f"rerank: after retrieve, the queries whose candidates change "
-                          f"(retrieve has {blocked.todo} to do)")
+    if waiting is not None:  # an earlier step decides what rerank will have to do
+        return StepStatus("rerank", False, waiting)
     try:
         check_finished(model_dir)
         head = read_head_config(model_dir)
@@ -138,16 +160,14 @@ def _rerank(config: Config, split: str, keys: dict | None, blocked: StepStatus) 
     settings, options = config.rerank.settings, config.rerank
     source = read_provenance(work.candidates(split))
     old = read_provenance(rankings_uri(work, split, options.run_name))
-    learned = learned_part_here(head, model_dir, work, settings.outside_domain)
-    fallback = None if learned else (fallback_anchor(head, source) or {})
+    rule = rerank_rule(head, model_dir, work, settings.outside_domain, source)
     if settings.device:
         device = settings.device
     elif config.ray.address:  # what the cluster has is not asked here (no Ray): as the last run found it
         device = (old or {}).get("arithmetic", {}).get("device", "cpu")
     else:
         device = "cuda" if cuda_devices() >= options.workers else "cpu"
-    provenance = rankings_provenance(config, split, options.run_name, settings, model_dir, learned, fallback, device,
-                                     source)
+    provenance = rankings_provenance(config, split, options.run_name, settings, model_dir, rule, device, source)
     todo = plan(old, provenance, rankings_keys(list(keys), source), "changed candidates",
                 missing_output([work.run(split, options.run_name)]))
     return _verdict("rerank", todo)

@@ -96,3 +96,22 @@ def test_pseudo_candidates_index_each_source_passage_without_its_query(adi_embed
             assert row["lexical_score"] == pytest.approx(float(lexical.scores(q.text, [p])[0]), rel=1e-5), (qid, p)
     gains = pseudo_gains(candidates, sources)
     assert set(gains) == set(sources) and choose_fusion(gains) == choose_fusion(pseudo_gains(again, sources))
+
+
+def test_a_damaged_adaptation_record_is_refused_in_one_line(tmp_path):
+    from listcon.pipeline.adaptation.record import ADAPTATION_FILE, read_adaptation
+    from listcon.pipeline.store.workdir import Workdir
+
+    work = Workdir(tmp_path)
+    assert read_adaptation(work) is None
+    (tmp_path / ADAPTATION_FILE).write_text('{"corpus": "abc"}')
+    with pytest.raises(ValueError, match=r"adaptation.json is not a listcon adaptation record \(run `listcon adapt` "
+                                         r"again\): KeyError\('choice'\)"):
+        read_adaptation(work)
+
+
+def test_adapt_without_a_cache_says_what_to_run_first(tmp_path, caplog):
+    from listcon.jobs.cli import main
+
+    assert main(["adapt", str(data_dir("adi")), "--workdir", str(tmp_path / "empty"), "--no-progress"]) == 2
+    assert "adapt needs the passage cache and both indexes" in caplog.text and "run `listcon embed" in caplog.text

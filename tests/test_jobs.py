@@ -80,7 +80,7 @@ def test_mining_leaves_out_judged_passages_without_cached_features(adi_embedded,
 
 def test_run_config_end_to_end_then_a_rerun_changes_nothing(adi_work, ray_session, tmp_path, caplog):
     config = tmp_path / "adi.toml"
-    config.write_text(adi_job(adi_work))
+    config.write_text(adi_job(adi_work, top="[adapt]\nenabled = true\npseudo_queries = 40\n"))
     assert main(["run", str(config)]) == 0
     work = Workdir(adi_work)
     metrics = json.loads((work.reports("test") / "metrics.json").read_text())
@@ -96,12 +96,17 @@ def test_run_config_end_to_end_then_a_rerun_changes_nothing(adi_work, ray_sessio
              and paired_test(best, anchor, alternative="greater") < 0.05)
     assert domain[corpus_digest(work)]["learned_helps"] is helps
     assert read_provenance(work.rankings("test"))["learned_part"] is helps
+    # [adapt] enabled: the run chose the corpus's fusion before reranking, which ranks by it where the learned part is off
+    adapted = json.loads((adi_work / "adaptation.json").read_text())["choice"]
+    assert adapted["queries"] == 40
+    uses = not helps and adapted["dense_weight"] is not None
+    assert ("adapted_fusion" in read_provenance(work.rankings("test"))) is uses
     tables = [work.passages, work.queries, work.candidates("test"), work.rankings("test"), work.training("test")]
     versions = [lance.dataset(t).version for t in tables]
     with caplog.at_level(logging.INFO):
         assert main(["run", str(config)]) == 0
     assert [lance.dataset(t).version for t in tables] == versions
-    assert "nothing to do" in caplog.text and "to encode" in caplog.text
+    assert "nothing to do" in caplog.text and "to encode" in caplog.text and "adaptation.json is up to date" in caplog.text
 
 
 def test_download_without_a_network_says_what_to_do(tmp_path, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -333,3 +334,71 @@ def test_z_fusion_weighs_the_list_features_z_scores_and_an_external_copy_of_bm25
         # an external run that is BM25 on another scale (the usual --from-run) moves no candidate
         np.testing.assert_allclose(z_fusion(signals.dense, signals.lexical, weight, 3.0 * signals.lexical + 7.0), fused,
                                    atol=1e-9)
+
+
+def test_after_adapt_a_head_outside_its_domain_ranks_by_the_adapted_fusion_and_adapt_reads_no_query(work, tmp_path,
+                                                                                                      caplog):
+    """`listcon adapt` chooses from the corpus alone (garbled queries and qrels: the same record); rerank then ranks
+    each list by that z-score fusion over the whole list, exactly as a per-query reference does, and goes back to
+    the anchor when the record is gone."""
+    import json
+
+    from listcon.pipeline.adaptation.record import ADAPTATION_FILE
+    from listcon.pipeline.training.domain import write_domain
+
+    other = Workdir(shutil.copytree(work.root, tmp_path / "w"))
+    garbled = Path(shutil.copytree(data_dir("adi"), tmp_path / "adi-garbled"))
+    (garbled / "queries.jsonl").write_text("".join(json.dumps({"_id": f"g{i}", "text": f"nothing {i}"}) + "\n"
+                                                   for i in range(5)))
+    (garbled / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\ng0\t1\t1\n")
+    records = []
+    for data in (garbled, data_dir("adi")):
+        assert main(["adapt", str(data), "--workdir", str(other.root), "--no-progress"]) == 0
+        records.append(json.loads((other.root / ADAPTATION_FILE).read_text()))
+        (other.root / ADAPTATION_FILE).unlink()
+    assert records[0]["choice"] == records[1]["choice"] and records[0]["corpus"] == records[1]["corpus"]
+    assert records[1]["choice"]["chosen"] == "z0.5" and records[1]["choice"]["queries"] == 82
+    assert main(["adapt", str(data_dir("adi")), "--workdir", str(other.root), "--no-progress"]) == 0
+
+    head = _trained_looking(4)
+    head.save_pretrained(tmp_path / "head")
+    write_domain(tmp_path / "head", {"0" * 64: {"name": "elsewhere", "learned_helps": True, "anchor": 0.5, "head": 0.6}})
+    rerank = ["rerank", str(data_dir("adi")), "--workdir", str(other.root), "--model-dir", str(tmp_path / "head"),
+              "--run-name", "adapted", "--no-progress"]
+    with caplog.at_level(logging.INFO):
+        assert main(rerank) == 0
+    assert "ranking by the fusion `listcon adapt` chose" in caplog.text
+    got = rows_by_query(read_ranked(other.rankings("test.adapted")))
+    candidates = rows_by_query(read_ranked(other.candidates("test")))
+    for qid, rows in candidates.items():
+        z = lambda v: (v - v.mean()) / v.std()  # noqa: E731
+        fused = 0.5 * z(rows["dense_score"].to_numpy().astype(float)) + 0.5 * z(rows["lexical_score"].to_numpy().astype(float))
+        ids = rows["passage_id"].to_pylist()
+        assert got[qid]["passage_id"].to_pylist() == [ids[i] for i in np.lexsort((np.arange(len(ids)), -fused))], qid
+        assert got[qid]["round"].to_pylist() == [0] * len(ids)
+    provenance = read_provenance(other.rankings("test.adapted"))
+    assert provenance["learned_part"] is False and provenance["adapted_fusion"]["dense_weight"] == 0.5
+    assert "fallback" not in provenance
+    # the Python API over the same workdir ranks alike
+    from listcon import Reranker
+
+    api = Reranker.from_pretrained(tmp_path / "head", other.root).rerank(
+        {q: rows["passage_id"].to_pylist() for q, rows in candidates.items()})
+    for qid, rows in api.groupby("qid"):
+        assert rows.sort_values("rank")["docno"].tolist() == got[qid]["passage_id"].to_pylist(), qid
+
+    # `listcon status` with [adapt] enabled (what `listcon run` then does before it reranks)
+    from listcon.jobs.config import load_config
+    from listcon.jobs.status import status
+
+    job = tmp_path / "job.toml"
+    job.write_text(f'data = "{data_dir("adi")}"\nworkdir = "{other.root}"\n\n[adapt]\nenabled = true\n')
+    assert [s.detail for s in status(load_config(job)).steps if s.step == "adapt"] == ["adapt: up to date (z0.5)"]
+
+    (other.root / ADAPTATION_FILE).unlink()  # no record: the anchor again, every query redone
+    found = {s.step: s for s in status(load_config(job)).steps}
+    assert found["adapt"].detail == "adapt: not run yet (no adaptation.json)" and not found["rerank"].up_to_date
+    assert main(rerank) == 0
+    expected = cached_reranker(other, head.anchored()).rerank(signal_lists(other))
+    assert read_ranked(other.rankings("test.adapted"))["passage_id"].to_pylist() == expected["passage_id"].to_pylist()
+    assert "adapted_fusion" not in read_provenance(other.rankings("test.adapted"))

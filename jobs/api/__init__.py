@@ -11,7 +11,8 @@ The front door for notebooks and scripts::
     reranker.rank("a query", ["passage one", "passage two"], top_k=1)
 
 Each step is one function taking the same ``Config`` the CLI builds: ``embed``, ``index``,
-``retrieve``, ``mine``, ``train``, ``rerank``, ``evaluate``, and ``run`` for all of them.
+``retrieve``, ``mine``, ``train``, ``rerank``, ``evaluate``, and ``run`` for all of them; ``adapt``
+chooses an unlabelled corpus's fusion from pseudo-queries cut from its passages.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -26,6 +27,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # name -> the module that defines it, imported on first use: ``import listcon`` (and the CLI,
 # whose ``listcon status`` must answer in well under 2 s) pays only for what it touches
 _WHERE = {
+    "AdaptResult": "listcon.jobs.adapt_job",
+    "AdaptSettings": "listcon.pipeline.adaptation.settings",
     "Config": "listcon.jobs.config",
     "ConfigError": "listcon.schemas",
     "DataError": "listcon.schemas",
@@ -55,6 +58,7 @@ _WHERE = {
     "TrainOptions": "listcon.jobs.config",
     "TrainResult": "listcon.jobs.train_job",
     "TrainSettings": "listcon.pipeline.training.settings",
+    "adapt": "listcon.jobs.adapt_job",
     "embed": "listcon.jobs.embed_job",
     "evaluate": "listcon.jobs.evaluate_job",
     "index": "listcon.jobs.index_job",

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from listcon.pipeline.adaptation.settings import RULES
 from listcon.pipeline.evaluation.evaluate import paired_test
 from listcon.pipeline.retrieval.signals import ANCHOR, QuerySignals, weigh, z_fusion
 from listcon.pipeline.store.ranked_lists import rows_by_query
@@ -30,7 +31,6 @@ DENSE_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
 DEFAULT = "anchor"
 SIGNIFICANCE = 0.05
 CUTOFF = 10
-RULES = ("significant", "one-se")
 
 
 def fusion_name(dense_weight: float) -> str:

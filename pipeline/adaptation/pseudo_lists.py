@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def pseudo_candidates(ids: list[str], texts: list[str], vectors: np.ndarray, pseudo: list[PseudoQuery], encoder,
                       passages, metric: str, lexical_spec: LexicalSpec = LexicalSpec(),
-                      options: RetrieveOptions = RetrieveOptions()) -> tuple[pa.Table, dict[str, str]]:
+                      options: RetrieveOptions = RetrieveOptions(), progress: bool = False) -> tuple[pa.Table, dict[str, str]]:
     """(hybrid candidates of every pseudo-query, {pseudo query id: its source passage id}).
 
     ``texts`` and ``vectors`` are the corpus's indexed texts and cached vectors in ``ids`` order; ``encoder``
@@ -43,5 +43,5 @@ def pseudo_candidates(ids: list[str], texts: list[str], vectors: np.ndarray, pse
                        passages, replace(options, method="hybrid", from_run=None))
     qids = [f"pseudo-{i}" for i in range(len(pseudo))]
     tables = [c for c, _ in stage.run(qids, [q.text for q in pseudo], encoder.encode([q.text for q in pseudo]),
-                                      progress=False)]
+                                      progress=progress)]
     return pa.concat_tables(tables), {qid: q.passage_id for qid, q in zip(qids, pseudo)}

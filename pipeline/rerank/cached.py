@@ -17,7 +17,7 @@ import torch
 
 from listcon.model import ListConRanker, ListScorer, PruneSchedule
 from listcon.pipeline.rerank.settings import RerankSettings
-from listcon.pipeline.retrieval.signals import select
+from listcon.pipeline.retrieval.signals import select, z_fusion_of
 from listcon.pipeline.store.embedding_cache import EmbeddingCache, MissingPassagesError
 from listcon.schemas import RANKINGS
 
@@ -55,9 +55,11 @@ class CachedReranker:
     """Reranks candidate lists with a head over cached features; a plain class (Ray wraps it)."""
 
     def __init__(self, model: ListConRanker, passages: EmbeddingCache, queries: EmbeddingCache,
-                 settings: RerankSettings = RerankSettings(), schedule: PruneSchedule = PruneSchedule()) -> None:
+                 settings: RerankSettings = RerankSettings(), schedule: PruneSchedule = PruneSchedule(),
+                 fusion: float | None = None) -> None:
         check_dim(model, passages)
         self.settings = settings
+        self.fusion = fusion  # a dense weight: rank by the corpus's adapted z-score fusion, not by the head
         self.scorer = make_scorer(model, settings, schedule)
         self.passages, self.queries = passages, queries
         self.extra_queries: dict[str, np.ndarray] = {}  # vectors of queries the cache lacks (encoded by the caller)
@@ -70,8 +72,11 @@ class CachedReranker:
         Lists are scored in batches that fit the memory budget. With a depth, each query's
         top-``depth`` are reranked and the rest follow in first-stage order (round -1, scores
         below every reranked one), so deeper metrics compare fairly across depths. A head with
-        signals needs each list's signal matrix (``iter_lists(..., signals_k=k)``).
+        signals needs each list's signal matrix (``iter_lists(..., signals_k=k)``), and so does the
+        adapted fusion (``fusion``), which ranks each list by ``z_fusion_of`` its whole matrix instead of the head.
         """
+        if self.fusion is not None:
+            return self._by_fusion(lists)
         names = self.scorer.head.config.signals
         if names and any(len(item) < 3 for item in lists):
             raise ValueError(f"this head takes the first-stage signals {list(names)}; rerank candidates that carry "
@@ -112,6 +117,25 @@ class CachedReranker:
         self.seconds["model"] += time.perf_counter() - started
         return rankings_table([item[:2] for item in lists], order, scores, rounds)
 
+
+    def _by_fusion(self, lists: list[tuple]) -> pa.Table:
+        """Each list's top-``depth`` (all without a depth) ordered by the adapted fusion over its whole list
+        (ties: first-stage order), the rest after it in first-stage order; round 0 (no pruning ran), scores the
+        logistic of the fusion."""
+        if any(len(item) < 3 for item in lists):
+            raise ValueError("the adapted fusion ranks by the first-stage signals; rerank candidates that carry them "
+                             "(a candidates table written by `listcon retrieve`)")
+        depth, parts, tails = self.settings.depth, [], {}
+        for query, candidates, matrix in lists:
+            top = len(candidates) if depth is None else min(depth, len(candidates))
+            fused = z_fusion_of(matrix[: len(candidates)], self.fusion)[:top]
+            order = np.lexsort((np.arange(top), -fused))
+            score = 1.0 / (1.0 + np.exp(-fused[order]))  # in (0, 1) like the head's, above the tail's -1, -2, ...
+            parts.append(rankings_table([(query, candidates[:top])], order[None], score[None],
+                                        np.zeros((1, top), dtype=np.int32)))
+            tails[query] = candidates[top:]
+        table = pa.concat_tables(parts) if parts else RANKINGS.empty_table()
+        return with_tails(table, tails) if any(tails.values()) else table
 
     def _query_vectors(self, query_ids: list[str]) -> np.ndarray:
         if not self.extra_queries:

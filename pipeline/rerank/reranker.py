@@ -31,6 +31,7 @@ from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.checkpoints import ENCODER_FILE, check_finished
+from listcon.pipeline.adaptation.record import adapted_fusion
 from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
@@ -50,7 +51,7 @@ class Reranker:
 
     def __init__(self, head: ListConRanker, workdir: Workdir | None = None, encoder: BatchEncoder | None = None,
                  settings: RerankSettings = RerankSettings(), schedule: PruneSchedule = PruneSchedule(),
-                 encoder_info: dict | None = None) -> None:
+                 encoder_info: dict | None = None, fusion: float | None = None) -> None:
         self.head, self.workdir, self.settings, self.schedule = head, workdir, settings, schedule
         self._encoder, self._encoder_info = encoder, encoder_info
         self._cached: CachedReranker | None = None
@@ -58,7 +59,7 @@ class Reranker:
         if workdir is not None:
             passages = EmbeddingCache(workdir.passages)
             check_dim(head, passages)
-            self._cached = CachedReranker(head, passages, EmbeddingCache(workdir.queries), settings, schedule)
+            self._cached = CachedReranker(head, passages, EmbeddingCache(workdir.queries), settings, schedule, fusion)
         self.scorer = self._cached.scorer if self._cached else make_scorer(head, settings, schedule)
 
     @classmethod
@@ -85,10 +86,13 @@ class Reranker:
                                          "model": str(encoder)}, device="cpu")
         check_finished(model_dir)
         head = ListConRanker.from_pretrained(model_dir)
+        fusion = None
         if workdir is not None and not learned_part_here(head.config, model_dir, workdir, settings.outside_domain):
             fallbacks = (fallback_anchor(head.config, read_provenance(table)) for table in list_tables(workdir.all_candidates))
             head = head.anchored(next((f for f in fallbacks if f), None))  # RRF where a table came from an external run
-        return cls(head, workdir, encoder, settings, schedule, info)
+            # a workdir's candidates rank by the fusion `listcon adapt` chose for its corpus, where it chose one
+            fusion = (adapted_fusion(workdir) or {}).get("dense_weight")
+        return cls(head, workdir, encoder, settings, schedule, info, fusion)
 
     # -- texts ---------------------------------------------------------------------------
 
@@ -201,7 +205,7 @@ class Reranker:
         if encode:
             self._cached.extra_queries = dict(zip(encode, self.encoder.encode([given[q] for q in encode])))
         try:
-            if self.head.config.signals:
+            if self.head.config.signals or self._cached.fusion is not None:
                 lists = self._with_signals(lists, given, retexted)
             table = self._cached.rerank(lists)
         finally:

@@ -20,13 +20,15 @@ class RerankShard:
     """``worker.run(shard, lists)`` reranks ``lists`` and stores them as shard ``shard``."""
 
     def __init__(self, model_dir: str, passages_uri: str, queries_uri: str, settings: RerankSettings,
-                 schedule: PruneSchedule, store: ShardStore, threads: int | None = None, anchor: dict[str, float] | None = None) -> None:
+                 schedule: PruneSchedule, store: ShardStore, threads: int | None = None, anchor: dict[str, float] | None = None,
+                 fusion: float | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
         model = ListConRanker.from_pretrained(model_dir)
         if anchor is not None:  # outside the head's domain: an anchor fusion ({} its own), the learned part off
             model = model.anchored(anchor)
-        self.reranker = CachedReranker(model, EmbeddingCache(passages_uri), EmbeddingCache(queries_uri), settings, schedule)
+        self.reranker = CachedReranker(model, EmbeddingCache(passages_uri), EmbeddingCache(queries_uri), settings, schedule,
+                                       fusion)
         self.store = store
 
     def run(self, shard: int, lists: list[tuple[str, list[str]]]) -> tuple[int, int, dict[str, float]]:

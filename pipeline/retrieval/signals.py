@@ -157,6 +157,15 @@ def z_fusion(dense: np.ndarray, lexical: np.ndarray, dense_weight: float, extern
     return dense_weight * _z(dense) + (1.0 - dense_weight) * side
 
 
+def z_fusion_of(matrix: np.ndarray, dense_weight: float) -> np.ndarray:
+    """``z_fusion`` of one query's full ``[n, len(SIGNALS)]`` signal matrix (z-scores do not see the
+    signals' own normalisations: BM25 over the best, an external score's min-max)."""
+    column = lambda name: matrix[:, SIGNALS.index(name)].astype(np.float64)  # noqa: E731
+    external = column("external")
+    return z_fusion(column("dense"), column("lexical"), dense_weight,
+                    external if len(external) and np.isfinite(external).all() else None)
+
+
 def query_idf(lexical, query: str) -> tuple[int, float, float]:
     """(terms, mean, max) of the query's analysed terms' IDF, log(N / df) / log(N) so that 1 is a term in
     one passage whatever the corpus size; (0, 0, 0) for a query with no indexed term."""

@@ -1,0 +1,26 @@
+"""How `listcon adapt` chooses a corpus's fusion (the config tree's ``[adapt]`` section; no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from listcon.schemas import check_choices, check_ranges, choice, option
+
+RULES = ("significant", "one-se")
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """Pseudo-queries cut from the corpus's own passages, and the rule that picks a fusion from them."""
+
+    enabled: bool = option(False, "`listcon run` adapts the corpus's fusion before it reranks (opt-in: "
+                           "docs/transfer.md has where it helped and where it did not)", flag=False)
+    pseudo_queries: int = option(500, "pseudo-queries cut from the corpus's passages", at_least=2)
+    seed: int = option(0, "which passages, sentences and spans are cut (the same seed, the same pseudo-queries)")
+    rule: str = choice("one-se", RULES, "one-se: of the fusions within one standard error of the best on the "
+                       "pseudo-queries, the nearest the anchor; significant: the best where it beats the anchor "
+                       "with paired p < 0.05")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        check_choices(self)
