@@ -3,7 +3,7 @@
 On the demo's scifact workdir, for the same ``--queries`` test queries, in this process:
 (1) hybrid first stage: dense search, BM25 over the whole corpus, fusion and every signal of
 every candidate (``FirstStage.run``); (2) reading those candidates with their signal matrices
-(``iter_lists(..., signals_k)``, what the rerank job does); (3) reranking the 1,000 candidates
+(``with_signals(iter_lists(...))``, what the rerank job does); (3) reranking the 1,000 candidates
 with the demo's head. Prints seconds per query and the share of (1) + (2) in (3).
 
     python -m bench.first_stage_cost [--queries 60]
@@ -26,6 +26,7 @@ from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.retrieve import FirstStage
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.retrieval.signals import SIGNAL_SOURCE, with_signals
 from listcon.pipeline.store.ranked_lists import iter_lists, read_provenance, write_ranked
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def main() -> None:
     write_ranked(candidates, uri, {"k": read_provenance(work.candidates(config.split))["k"]})
 
     started = time.perf_counter()
-    lists = list(iter_lists(uri, qids, signals_k=config.retrieve.k))
+    lists = list(with_signals(iter_lists(uri, qids, rows=SIGNAL_SOURCE), config.retrieve.k))
     signals = time.perf_counter() - started
 
     head = ListConRanker.from_pretrained(config.head_dir)

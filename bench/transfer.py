@@ -47,7 +47,7 @@ from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 from listcon.pipeline.retrieval.lexical import LexicalIndex
 from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, QuerySignals, list_features, query_idf,
                                                weigh, z_fusion)
-from listcon.pipeline.training.domain import EXTERNAL_FALLBACK
+from listcon.pipeline.heads.domain import EXTERNAL_FALLBACK
 from listcon.schemas import SIGNALS
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import read_ranked, read_trec, rows_by_query

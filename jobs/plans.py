@@ -17,7 +17,7 @@ from listcon.pipeline.adaptation.record import adapted_fusion
 from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, global_part, text_key
 from listcon.pipeline.store.workdir import COMPARISON_RUNS, FIRST_STAGE_RUN, Workdir
-from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
+from listcon.pipeline.heads.domain import fallback_anchor, learned_part_here
 from listcon.schemas import to_dict
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def rankings_provenance(config: Config, split: str, run_name: str, settings, mod
 def adapt_provenance(config: Config, manifest: Manifest, lexical_manifest: dict, encoder_fingerprint: str | None) -> dict:
     """What `listcon adapt`'s choice depends on: the corpus, the cache's encoder, both indexes' settings, the
     first stage's depth and fusion, and ``[adapt]``'s options (whether ``run`` adapts is not one of them)."""
-    from listcon.pipeline.training.domain import corpus_digest
+    from listcon.pipeline.heads.domain import corpus_digest
 
     return {"corpus": corpus_digest(config.work), "encoder": encoder_fingerprint, "metric": manifest.spec["metric"],
             "lexical": lexical_manifest["spec"], "k": min(config.retrieve.k, manifest.count),

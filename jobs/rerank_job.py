@@ -25,6 +25,7 @@ from listcon.model import ListConRanker
 from listcon.pipeline.data.readers import judged_queries
 from listcon.pipeline.rerank.cached import check_dim
 from listcon.pipeline.rerank.shard import RerankShard
+from listcon.pipeline.retrieval.signals import SIGNAL_SOURCE, with_signals
 from listcon.pipeline.store.corpus_state import check_corpus_current
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.query_provenance import QUERY_KEYS, plan
@@ -39,7 +40,7 @@ from listcon.pipeline.store.ranked_lists import (
 )
 from listcon.pipeline.store.shards import ShardStore
 from listcon.pipeline.store.workdir import user_run_name
-from listcon.pipeline.training.finished import check_finished
+from listcon.pipeline.heads.directory import check_finished
 from listcon.schemas import RANKINGS
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     skipped, empty, seconds = 0, 0, {"take": 0.0, "model": 0.0, "write": 0.0}
     # Shards are cut from a stream of the candidates table, with at most two per worker in
     # flight, so the driver holds a few shards' lists however many queries there are.
-    signals_k = source["k"] if head.config.signals or fusion is not None else None
-    shards = _shards(iter_lists(candidates_uri, work_ids, signals_k=signals_k), options.shard_size)
+    lists = iter_lists(candidates_uri, work_ids)
+    if head.config.signals or fusion is not None:  # each list with its signal matrix
+        lists = with_signals(iter_lists(candidates_uri, work_ids, rows=SIGNAL_SOURCE), source["k"])
+    shards = _shards(lists, options.shard_size)
     # one shard of work left (and no cluster named): Ray's start costs more than the work, which runs here
     here = n_shards - done_before <= (0 if config.ray.address else 1)
     with tqdm(total=len(work_ids), desc=f"rerank {split}", unit="query", disable=not progress) as bar:

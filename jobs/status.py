@@ -34,7 +34,7 @@ from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.query_provenance import plan
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.text_table import TextTable
-from listcon.pipeline.training.finished import check_finished
+from listcon.pipeline.heads.directory import check_finished
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.ranked_lists import read_provenance
-from listcon.pipeline.training.checkpoints import CHECKPOINTS, MARKER_FILE, RESULT_FILE, discard_failed, latest_state
+from listcon.pipeline.heads.directory import CHECKPOINTS, MARKER_FILE, RESULT_FILE
+from listcon.pipeline.training.checkpoints import discard_failed, latest_state
 from listcon.pipeline.training.data import Source, load_training
-from listcon.pipeline.training.domain import DOMAIN_FILE, corpus_digest, write_domain
+from listcon.pipeline.heads.domain import DOMAIN_FILE, corpus_digest, write_domain
 from listcon.pipeline.training.loop import (FitResult, TrainSettings, ddp_unused_parameters, domain_verdicts, fit,
                                             starts_as_anchor)
 from listcon.schemas import build, to_dict

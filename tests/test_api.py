@@ -19,7 +19,7 @@ from listcon.pipeline.data.readers import read_queries
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import candidate_lists, read_ranked
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.training.checkpoints import ENCODER_FILE
+from listcon.pipeline.heads.directory import ENCODER_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from listcon.pipeline.evaluation.evaluate import paired_test
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.training.domain import corpus_digest, read_domain
+from listcon.pipeline.heads.domain import corpus_digest, read_domain
 from listcon.pipeline.training.loop import TrainSettings
 
 

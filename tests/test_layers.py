@@ -60,3 +60,15 @@ def test_the_check_catches_a_planted_violation(tmp_path, monkeypatch):
         "model/bad.py:2 imports ray, forbidden in model/",
         "model/bad.py:3 imports listcon.pipeline.store (layer model may import ['model', 'schemas'])",
     ]
+
+
+def test_every_code_package_is_in_the_wheel():
+    """Each code folder with an __init__.py is a package the wheel lists and maps (an editable install finds
+    an unlisted one anyway; a built wheel would not ship it)."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = {Path(folder): name for name, folder in tool["package-dir"].items()}
+    found = {mapped.get(path.parent.relative_to(ROOT), str(path.parent.relative_to(ROOT)))
+             for layer in ("jobs", "pipeline", "model", "schemas") for path in (ROOT / layer).rglob("__init__.py")}
+    assert found <= set(tool["packages"]), f"folders missing from pyproject's packages/package-dir: {found - set(tool['packages'])}"

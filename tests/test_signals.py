@@ -15,7 +15,7 @@ from conftest import data_dir
 from listcon.jobs.cli import main
 from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
 from listcon.pipeline.data.readers import read_queries
-from listcon.pipeline.retrieval.signals import QuerySignals
+from listcon.pipeline.retrieval.signals import SIGNAL_SOURCE, QuerySignals, with_signals
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.rerank.cached import CachedReranker
 from listcon.pipeline.rerank.settings import RerankSettings
@@ -44,7 +44,8 @@ def cached_reranker(work: Workdir, head: ListConRanker, **settings) -> CachedRer
 def signal_lists(work: Workdir, qids: list[str] | None = None):
     candidates = read_ranked(work.candidates("test"))
     qids = qids or list(dict.fromkeys(candidates["query_id"].to_pylist()))
-    return list(iter_lists(work.candidates("test"), qids, signals_k=read_provenance(work.candidates("test"))["k"]))
+    return list(with_signals(iter_lists(work.candidates("test"), qids, rows=SIGNAL_SOURCE),
+                             read_provenance(work.candidates("test"))["k"]))
 
 
 def test_mining_and_rerank_compute_identical_signals(work):
@@ -234,7 +235,7 @@ def test_an_anchored_head_ranks_exactly_like_its_anchor_fusion(work):
     ("hurts here", [], False),                    # validated, and it did not: the anchor ranks
 ])
 def test_outside_its_domain_a_head_ranks_by_its_anchor(work, tmp_path, caplog, verdict, flags, learned):
-    from listcon.pipeline.training.domain import corpus_digest, write_domain
+    from listcon.pipeline.heads.domain import corpus_digest, write_domain
 
     head = _trained_looking(2)
     head.save_pretrained(tmp_path / "head")
@@ -297,7 +298,7 @@ def test_list_features_depend_on_the_whole_list_not_its_order():
 def test_outside_its_domain_a_head_on_an_external_run_ranks_by_rrf_of_every_side(work, tmp_path, caplog):
     """With an external run the fallback is RRF over external, dense and lexical alike: the head's own anchor
     (the candidate source's min-max score first) would let the external run outweigh the other two."""
-    from listcon.pipeline.training.domain import write_domain
+    from listcon.pipeline.heads.domain import write_domain
 
     other = Workdir(shutil.copytree(work.root, tmp_path / "w"))
     external = tmp_path / "bm25.trec"
@@ -344,7 +345,7 @@ def test_after_adapt_a_head_outside_its_domain_ranks_by_the_adapted_fusion_and_a
     import json
 
     from listcon.pipeline.adaptation.record import ADAPTATION_FILE
-    from listcon.pipeline.training.domain import write_domain
+    from listcon.pipeline.heads.domain import write_domain
 
     other = Workdir(shutil.copytree(work.root, tmp_path / "w"))
     garbled = Path(shutil.copytree(data_dir("adi"), tmp_path / "adi-garbled"))

@@ -12,7 +12,7 @@ import logging
 
 from listcon.pipeline.store.atomic import write_text
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.training.domain import corpus_digest
+from listcon.pipeline.heads.domain import corpus_digest
 
 log = logging.getLogger(__name__)
 

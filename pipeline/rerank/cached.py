@@ -72,7 +72,7 @@ class CachedReranker:
         Lists are scored in batches that fit the memory budget. With a depth, each query's
         top-``depth`` are reranked and the rest follow in first-stage order (round -1, scores
         below every reranked one), so deeper metrics compare fairly across depths. A head with
-        signals needs each list's signal matrix (``iter_lists(..., signals_k=k)``), and so does the
+        signals needs each list's signal matrix (``signals.with_signals``), and so does the
         adapted fusion (``fusion``), which ranks each list by ``z_fusion_of`` its whole matrix instead of the head.
         """
         if self.fusion is not None:

@@ -30,9 +30,9 @@ from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals, select
 from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.training.checkpoints import ENCODER_FILE, check_finished
+from listcon.pipeline.heads.directory import ENCODER_FILE, check_finished
 from listcon.pipeline.adaptation.record import adapted_fusion
-from listcon.pipeline.training.domain import fallback_anchor, learned_part_here
+from listcon.pipeline.heads.domain import fallback_anchor, learned_part_here
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
 

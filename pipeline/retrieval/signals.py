@@ -22,7 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from listcon.schemas import SIGNALS
+from collections.abc import Iterable, Iterator
+
+from listcon.schemas import SIGNAL_COLUMNS, SIGNALS
 
 
 def _discount(rank: np.ndarray) -> np.ndarray:
@@ -92,6 +94,16 @@ class QuerySignals:
                 out[i] = [dense, bm25 / self.best_lexical, below, below, 0.0,
                           0.0 if np.isfinite(self.external).any() else np.nan, 0.0]
         return out.astype(np.float32)
+
+
+SIGNAL_SOURCE = ("passage_id", "score", *SIGNAL_COLUMNS)  # the candidate columns a list's signals come from
+
+
+def with_signals(items: Iterable[tuple], k: int) -> Iterator[tuple]:
+    """``(query, passage ids, signal matrix)`` for each ``(query, passage ids, rows)`` of
+    ``iter_lists(..., rows=SIGNAL_SOURCE)`` over candidates retrieved at depth ``k``."""
+    for query, ids, rows in items:
+        yield query, ids, QuerySignals(rows, k).matrix(ids) if ids else np.zeros((0, len(SIGNALS)), np.float32)
 
 
 def select(matrix: np.ndarray, names: tuple[str, ...], where: str) -> np.ndarray:

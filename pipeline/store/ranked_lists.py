@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from listcon.pipeline.store.lance_tables import in_list, open_table
-from listcon.schemas import SIGNAL_COLUMNS, SIGNALS, DataError
+from listcon.schemas import DataError
 
 PROVENANCE_KEY = b"listcon.provenance"
 
@@ -114,17 +114,15 @@ def read_ranked(uri: str) -> pa.Table:
 
 
 def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16,
-               signals_k: int | None = None) -> Iterator[tuple]:
+               rows: tuple[str, ...] = ()) -> Iterator[tuple]:
     """``(query_id, passage ids by rank)`` for each of ``query_ids``, streamed from a ranked list.
 
     Reads the table in batches, so memory holds one query's list, not the table: queries come
     in table order (rows of one query must be contiguous, as retrieval writes them), then the
     queries the table lacks, each with an empty list. Queries not in ``query_ids`` are skipped.
-    With ``signals_k`` (the candidates' k), each item also carries the list's signal matrix
-    (``listcon.pipeline.retrieval.signals``), so reranking and mining compute signals alike.
+    With ``rows`` (column names), each item also carries the query's rows of those columns in
+    rank order, e.g. what ``retrieval.signals.with_signals`` computes a list's signals from.
     """
-    from listcon.pipeline.retrieval.signals import QuerySignals
-
     wanted = dict.fromkeys(query_ids)
     seen: set[str] = set()
     current: str | None = None
@@ -133,16 +131,12 @@ def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16,
     dataset = open_table(uri)
     if dataset is None:
         raise FileNotFoundError(f"no ranked list at {uri}")
-    columns = ["query_id", "passage_id", "rank"]
-    if signals_k is not None:
-        columns += ["score", *SIGNAL_COLUMNS]
+    columns = list(dict.fromkeys(["query_id", "passage_id", "rank", *rows]))
 
     def item(query: str, slices: list[pa.RecordBatch]):
         table = pa.Table.from_batches(slices).sort_by("rank")
         ids = table["passage_id"].to_pylist()
-        if signals_k is None:
-            return query, ids
-        return query, ids, QuerySignals(table, signals_k).matrix(ids)
+        return (query, ids, table.select(list(rows))) if rows else (query, ids)
 
     for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
         qids = batch["query_id"].to_numpy(zero_copy_only=False)
@@ -162,8 +156,8 @@ def iter_lists(uri: str, query_ids: Iterable[str], batch_rows: int = 1 << 16,
         row += len(qids)
     if current is not None and current in wanted:
         yield item(current, parts)
-    empty = np.zeros((0, len(SIGNALS)), np.float32)
-    yield from ((query, []) if signals_k is None else (query, [], empty) for query in wanted if query not in seen)
+    empty = dataset.schema.empty_table().select(list(rows)) if rows else None
+    yield from ((query, [], empty) if rows else (query, []) for query in wanted if query not in seen)
 
 
 def rows_by_query(table: pa.Table) -> dict[str, pa.Table]:

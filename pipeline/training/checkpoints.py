@@ -23,10 +23,7 @@ from torch import nn
 
 from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.store.atomic import write_text
-from listcon.pipeline.training.finished import CHECKPOINTS, MARKER_FILE, RESULT_FILE, check_finished  # noqa: F401  (re-exported)
-
-ENCODER_FILE = "encoder.json"
-SETTINGS_FILE = "train_settings.json"
+from listcon.pipeline.heads.directory import CHECKPOINTS, ENCODER_FILE, SETTINGS_FILE
 
 
 def discard_failed(out_dir: Path) -> None:

@@ -1,7 +1,10 @@
-"""Did a head directory's training finish? (File names only: no torch, so `listcon status` asks too.)
+"""A head directory's files, and whether its training finished (names only: no torch, so `listcon status`
+asks too).
 
 ``D/checkpoints/provenance.json`` is written when a training starts and ``D/train_result.json``
 when it ends: a directory with the first and not the second holds a training that did not finish.
+``D/encoder.json`` says which encoder the head's features come from; ``D/domain.json`` (``domain``)
+where its learned part was shown to help.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from pathlib import Path
 CHECKPOINTS = "checkpoints"
 RESULT_FILE = "train_result.json"
 MARKER_FILE = "provenance.json"
+ENCODER_FILE = "encoder.json"
+SETTINGS_FILE = "train_settings.json"
 
 
 def check_finished(model_dir: str | Path) -> None:
