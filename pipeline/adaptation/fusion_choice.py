@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from listcon.pipeline.adaptation.settings import RULES
 from listcon.pipeline.evaluation.evaluate import paired_test
-from listcon.pipeline.retrieval.signals import ANCHOR, QuerySignals, weigh, z_fusion
+from listcon.pipeline.retrieval.signals import ANCHOR, QuerySignals, weigh, z_fusion_of
 from listcon.pipeline.store.ranked_lists import rows_by_query
 
 DENSE_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
@@ -57,10 +57,10 @@ class FusionChoice:
 
 def fusion_scores(rows: pa.Table, k: int) -> dict[str, np.ndarray]:
     """Every candidate fusion's scores for one query's candidate rows (in rank order)."""
-    signals = QuerySignals(rows, k)
-    scores = {DEFAULT: weigh(signals.matrix(rows["passage_id"].to_pylist()).astype(np.float64), ANCHOR)}
+    matrix = QuerySignals(rows, k).matrix(rows["passage_id"].to_pylist())  # as rerank computes it
+    scores = {DEFAULT: weigh(matrix.astype(np.float64), ANCHOR)}
     for weight in DENSE_WEIGHTS:
-        scores[fusion_name(weight)] = z_fusion(signals.dense, signals.lexical, weight)
+        scores[fusion_name(weight)] = z_fusion_of(matrix, weight)
     return scores
 
 
