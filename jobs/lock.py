@@ -69,14 +69,14 @@ def workdir_lock(root: Path, job: str, wait: bool = False) -> Iterator[None]:
                                     "or pass --wait to queue behind it") from None
             log.info("%s: waiting for %s to finish with %s", job, holder, root)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"job": job, "pid": os.getpid(), "host": socket.gethostname(),
-                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
-        _held[key] = 1
-        try:
+        try:  # from the moment it is held: a stop while naming the holder still clears the name
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"job": job, "pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+            _held[key] = 1
             yield
         finally:
-            del _held[key]
+            _held.pop(key, None)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

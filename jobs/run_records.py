@@ -59,9 +59,10 @@ def recorded(step: str, config) -> Iterator[dict]:
     work = config.work
     holder: dict = {}
     started = time.time()
-    before = table_versions(work)
+    before: dict = {}
     status, error = "done", None
-    try:
+    try:  # a signal may land anywhere from here on, reading the tables included: it is recorded
+        before = table_versions(work)
         yield holder
     except KeyboardInterrupt:
         status = "interrupted"
