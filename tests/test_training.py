@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -11,9 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import data_dir
+from listcon.jobs.cli import main as cli
 from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.training.mining import MiningSettings, mine
 from listcon.model import ListConRankerConfig, PruneSchedule
+from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation
 from listcon.pipeline.training.loop import TrainSettings, domain_verdicts, fit, gated, starts_as_anchor
 from listcon.schemas import CANDIDATES, QRELS, TRAINING_LISTS
@@ -250,3 +254,22 @@ def test_validation_weighs_the_held_out_queries_each_collection_has():
                          {"a1": "adi", "a2": "adi", "b1": "main", "b2": "main"})
     assert grouped.sizes() == {"adi": 2, "main": 1}  # a query without candidates is not ranked
     assert Validation([("q", ["p"])], qrels).sizes() == {"main": 1}
+
+
+def test_each_collection_gives_at_most_its_share_of_training_queries_drawn_by_seed(adi_embedded, tmp_path):
+    """``queries_per_source``: a seeded draw of each source's mined training lists, validation untouched."""
+    data = str(data_dir("adi"))
+    sources = []
+    for name in ("", "again"):  # the same collection twice: two sources of equal size
+        work = shutil.copytree(adi_embedded, tmp_path / (name or "main"))
+        assert cli(["mine", data, "--workdir", str(work), "--split", "test", "--no-progress"]) == 0
+        sources.append(Source(name, data, str(work), "test"))
+    load = lambda **kw: load_training(sources[0], sources[1:], TrainSettings(val_depth=20, **kw))  # noqa: E731
+    whole, capped, same, other = load(), load(queries_per_source=5), load(queries_per_source=5), load(queries_per_source=5, seed=1)
+    by_source = lambda lists: [sorted(q for q in lists.query_ids if q.startswith("again/") == again)  # noqa: E731
+                               for again in (False, True)]
+    assert [len(q) for q in by_source(capped.lists)] == [5, 5] and len(whole.lists) > 20
+    assert capped.lists == same.lists and by_source(other.lists) != by_source(capped.lists)
+    kept = {q: (p, l) for q, p, l in zip(whole.lists.query_ids, whole.lists.passages, whole.lists.labels)}
+    assert all(kept[q] == (p, l) for q, p, l in zip(capped.lists.query_ids, capped.lists.passages, capped.lists.labels))
+    assert capped.validation.lists == whole.validation.lists  # only training is capped

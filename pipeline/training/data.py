@@ -74,8 +74,9 @@ class _Part:
     signals: dict[tuple[str, str], np.ndarray]
 
 
-def _load_part(source: Source, depth: int) -> _Part:
-    """One source's training lists, held-out candidate lists (top-``depth``), their qrels and signals.
+def _load_part(source: Source, depth: int, cap: int | None = None, seed: int = 0) -> _Part:
+    """One source's training lists (of at most ``cap`` of its queries, drawn by ``seed``), held-out candidate
+    lists (top-``depth``), their qrels and signals.
 
     A validate-only source gives no training lists, and every mined query of it validates.
     """
@@ -99,7 +100,12 @@ def _load_part(source: Source, depth: int) -> _Part:
         held.append((q, ranked))
     qrels = read_qrels(source.data, source.split)
     qrels = qrels.filter(pc.is_in(qrels["query_id"], value_set=pa.array(held_ids, pa.string())))
-    return _Part(Lists.from_table(table.filter(~pc.field("holdout"))), held, qrels, signals)
+    training = table.filter(~pc.field("holdout"))
+    queries = sorted(set(training["query_id"].to_pylist()))
+    if cap is not None and len(queries) > cap:
+        kept = pa.array(sorted(np.random.default_rng(seed).permutation(queries)[:cap].tolist()), pa.string())
+        training = training.filter(pc.is_in(training["query_id"], value_set=kept))
+    return _Part(Lists.from_table(training), held, qrels, signals)
 
 
 def _prefixed(part: _Part, prefix: str) -> _Part:
@@ -130,7 +136,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         if encoder_field(meta, "backend") != "torch":
             raise ValueError(f"stage 2 fine-tunes the torch encoder, but {work.passages} was embedded with the "
                              f"{meta['backend']} backend; embed with backend torch (another --workdir) to train end to end")
-        part = _load_part(main, settings.val_depth)
+        part = _load_part(main, settings.val_depth, settings.queries_per_source, settings.seed)
         corpus = read_corpus(main.data, empty="skip")
         queries = read_queries(main.data)
         encoder = TextEncoder(meta["model"], pooling=meta["pooling"], normalize=meta["normalize"],
@@ -146,7 +152,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
             raise CacheMismatchError(f"extra source {source.name!r} was embedded by another encoder "
                                      f"({other.metadata['model']}) than {main.workdir} ({meta['model']}); its features "
                                      "cannot train the same head")
-        plain = _load_part(source, settings.val_depth)  # its own ids, for the cache lookups
+        plain = _load_part(source, settings.val_depth, settings.queries_per_source, settings.seed)  # its own ids
         parts[source.name] = _prefixed(plain, source.name)
         group.update({q: source.name or "main" for q, _ in parts[source.name].held})
         features[source.name] = candidate_features(other, EmbeddingCache(source_work.queries), plain.lists,

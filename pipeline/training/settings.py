@@ -42,6 +42,8 @@ class TrainSettings:
     domain_alpha: float = option(0.05, "the learned part joins the head's domain on a collection only where it beats "
                                  "the anchor there by a one-sided paired t-test, p below this (1: any gain in the mean)",
                                  above=0, at_most=1)
+    queries_per_source: int | None = option(None, "train on at most this many queries of each collection (a draw "
+                                            "by seed), so that no single collection decides the head", at_least=1)
     val_depth: int = option(100, "candidates of each held-out query reranked for validation", at_least=1)
     seed: int = option(0, "seed of the initial weights, shuffling and dropout", at_least=0)
     precision: str = choice("auto", PRECISIONS, "auto: bf16 autocast on CUDA, fp32 on CPU")
