@@ -5,22 +5,18 @@ status`` answers with the same ones, without starting Ray or loading a model."""
 from __future__ import annotations
 
 import glob
-import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from listcon.jobs.config import Config
 from listcon.model.choices import HEAD_PRECISIONS, resolve_precision
-from listcon.model.head_config import ListConRankerConfig, checkpoint_fingerprint
-from listcon.pipeline.adaptation.record import adapted_fusion
+from listcon.model.head_config import checkpoint_fingerprint
 from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, global_part, text_key
-from listcon.pipeline.store.workdir import COMPARISON_RUNS, FIRST_STAGE_RUN, Workdir
-from listcon.pipeline.heads.domain import fallback_anchor, learned_part_here
+from listcon.pipeline.store.workdir import COMPARISON_RUNS, FIRST_STAGE_RUN
+from listcon.pipeline.heads.rule import RerankRule
 from listcon.schemas import to_dict
-
-log = logging.getLogger(__name__)
 
 MAIN_RUN = "listcon"  # [rerank] run_name's default: its rankings are W/rankings/<split>
 
@@ -74,34 +70,6 @@ def cuda_devices() -> int:
     import torch
 
     return torch.cuda.device_count()
-
-
-@dataclass(frozen=True)
-class RerankRule:
-    """How a head ranks a corpus: its learned part, else the fusion `listcon adapt` chose for the corpus
-    (``fusion``: dense weight, rule, corpus digest), else its fallback anchor (``{}``: its own)."""
-
-    learned: bool
-    fallback: dict | None = None
-    fusion: dict | None = None
-
-    def to_dict(self) -> dict:
-        return {"learned_part": self.learned, **({"fallback": self.fallback} if self.fallback else {}),
-                **({"adapted_fusion": self.fusion} if self.fusion else {})}
-
-
-def rerank_rule(head: ListConRankerConfig, model_dir: str | Path, work: Workdir, outside_domain: str,
-                source: dict | None) -> RerankRule:
-    """The rule for a head (config ``head``) on ``work``'s corpus and candidates (provenance ``source``)."""
-    if learned_part_here(head, model_dir, work, outside_domain):
-        return RerankRule(True)
-    fusion = adapted_fusion(work)
-    if fusion is not None:
-        log.info("rerank: ranking by the fusion `listcon adapt` chose for this corpus instead of the anchor: "
-                 "%g x z(dense) + %g x z(BM25) (rule %s)", fusion["dense_weight"], 1 - fusion["dense_weight"],
-                 fusion["rule"])
-        return RerankRule(False, fusion=fusion)
-    return RerankRule(False, fallback_anchor(head, source) or {})
 
 
 def rankings_provenance(config: Config, split: str, run_name: str, settings, model_dir: str | Path, rule: RerankRule,

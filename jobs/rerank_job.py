@@ -17,8 +17,7 @@ from tqdm.auto import tqdm
 
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
-from listcon.jobs.plans import (cuda_devices, missing_output, rankings_keys, rankings_provenance, rankings_uri,
-                                rerank_rule)
+from listcon.jobs.plans import cuda_devices, missing_output, rankings_keys, rankings_provenance, rankings_uri
 from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, this_node
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.model import ListConRanker
@@ -41,6 +40,7 @@ from listcon.pipeline.store.ranked_lists import (
 from listcon.pipeline.store.shards import ShardStore
 from listcon.pipeline.store.workdir import user_run_name
 from listcon.pipeline.heads.directory import check_finished
+from listcon.pipeline.heads.rule import rerank_rule
 from listcon.schemas import RANKINGS
 
 log = logging.getLogger(__name__)

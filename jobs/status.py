@@ -21,10 +21,10 @@ from listcon.jobs.plans import (
     rankings_keys,
     rankings_provenance,
     rankings_uri,
-    rerank_rule,
 )
 from listcon.model.head_config import CheckpointError, read_head_config
 from listcon.pipeline.adaptation.record import read_adaptation
+from listcon.pipeline.heads.rule import rerank_rule
 from listcon.pipeline.data.readers import judged_queries
 from listcon.pipeline.data.runs import read_run
 from listcon.pipeline.retrieval import faiss_index

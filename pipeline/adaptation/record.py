@@ -37,13 +37,14 @@ def read_adaptation(work: Workdir) -> dict | None:
     return record
 
 
-def adapted_fusion(work: Workdir) -> dict | None:
-    """``{"dense_weight", "rule", "corpus"}`` of the fusion adapted to this corpus, or None: no record, the
-    anchor was chosen, or the record was made on another state of the corpus (said once, in the log)."""
+def adapted_fusion(work: Workdir, digest: str | None = None) -> dict | None:
+    """``{"dense_weight", "rule", "corpus"}`` of the fusion adapted to this corpus (``digest``: its
+    ``corpus_digest``, where the caller has it), or None: no record, the anchor was chosen, or the record was
+    made on another state of the corpus (said once, in the log)."""
     record = read_adaptation(work)
     if record is None:
         return None
-    if record["corpus"] != corpus_digest(work):
+    if record["corpus"] != (digest or corpus_digest(work)):
         log.warning("%s was made on another state of the corpus; it is not used (run `listcon adapt` again)",
                     work.root / ADAPTATION_FILE)
         return None

@@ -56,23 +56,6 @@ def learned_part_applies(domain: dict[str, dict] | None, digest: str) -> bool:
     return bool(domain.get(digest, {}).get("learned_helps", False))
 
 
-def learned_part_here(head: ListConRankerConfig, model_dir: str | Path, work: Workdir, outside_domain: str = "anchor") -> bool:
-    """Whether to apply the learned part of the head (config ``head``) on ``work``'s corpus: yes where its domain says it
-    helps (or where it records no domain); elsewhere its anchor ranks, unless ``outside_domain="head"``."""
-    domain = read_domain(model_dir)
-    if domain is None or learned_part_applies(domain, corpus_digest(work)):
-        return True
-    validated = {c["name"]: c["learned_helps"] for c in domain.values()}
-    if outside_domain == "head":
-        log.warning("%s is outside the head's domain %s; applying the whole head (outside_domain=head)",
-                    work.root, validated)
-        return True
-    log.warning("%s is outside the head's domain (validated: %s; True = the learned part helped there): "
-                "ranking by its anchor fusion %s (outside_domain=anchor)", work.root, validated,
-                head.anchor_weights if head.signals else "cosine")
-    return False
-
-
 EXTERNAL_FALLBACK = {"rrf": 1.0}  # every first stage alike, scale-free: an external run's scores may mean anything
 
 

@@ -31,8 +31,8 @@ from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.heads.directory import ENCODER_FILE, check_finished
-from listcon.pipeline.adaptation.record import adapted_fusion
-from listcon.pipeline.heads.domain import fallback_anchor, learned_part_here
+from listcon.pipeline.heads.domain import fallback_anchor
+from listcon.pipeline.heads.rule import rerank_rule
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
 
@@ -87,11 +87,13 @@ class Reranker:
         check_finished(model_dir)
         head = ListConRanker.from_pretrained(model_dir)
         fusion = None
-        if workdir is not None and not learned_part_here(head.config, model_dir, workdir, settings.outside_domain):
-            fallbacks = (fallback_anchor(head.config, read_provenance(table)) for table in list_tables(workdir.all_candidates))
-            head = head.anchored(next((f for f in fallbacks if f), None))  # RRF where a table came from an external run
-            # a workdir's candidates rank by the fusion `listcon adapt` chose for its corpus, where it chose one
-            fusion = (adapted_fusion(workdir) or {}).get("dense_weight")
+        if workdir is not None:  # the rule the rerank job follows; an external run's table, where one is, says RRF
+            sources = [read_provenance(table) for table in list_tables(workdir.all_candidates)]
+            rule = rerank_rule(head.config, model_dir, workdir, settings.outside_domain,
+                               next((s for s in sources if fallback_anchor(head.config, s)), None))
+            if not rule.learned:
+                head = head.anchored(rule.fallback or None)
+                fusion = (rule.fusion or {}).get("dense_weight")
         return cls(head, workdir, encoder, settings, schedule, info, fusion)
 
     # -- texts ---------------------------------------------------------------------------
