@@ -4,13 +4,16 @@ For every labelled collection in ../shared/data: its evaluation split (test, or 
 it has) is retrieved hybrid top-k (BM25 + MiniLM, every signal kept), then ranked by
 
 - the first stages and the fixed fusions: BM25, dense, RRF, convex;
-- listcon under the shipped rule: outside the head's domain (every left-out collection is)
-  the head ranks by its anchor fusion, convex + 0.5 RRF, whatever was learned;
+- listcon under the shipped rule: outside the head's domain (every left-out collection is) the head
+  ranks by the fusion `listcon run` adapts to the corpus (``adaptation`` below, rule one-se among the
+  shipped weights); ``anchor`` is its fallback without adapting (convex + 0.5 RRF on hybrid candidates,
+  RRF over every first stage on an external run's);
 - learned rankers trained on every *other* collection only (neither the left-out
   collection's queries nor its passages), each a row of the table (see ``LEARNED``);
 - the fusion chosen on the left-out collection's own pseudo-queries (``adaptation``: its passages
-  only, never its queries or judgments) under each rule of ``adaptation.settings.RULES``, and as a
-  ceiling the z-score fusion weight that its own judgments would pick.
+  only, never its queries or judgments) under each rule of ``adaptation.settings.RULES`` among the
+  shipped weights, and under one-se with the grid's edges (one side alone) as candidates too
+  (``CHOICES``); as a ceiling, the z-score fusion weight that its own judgments would pick.
 
 Each row reports mean nDCG@10, the delta against the better of RRF and convex on that
 collection and the paired t-test p; the depth curve reranks the top 20 ... k. Evaluation
@@ -50,7 +53,7 @@ from listcon.pipeline.retrieval.signals import (ANCHOR, LIST_FEATURES, RRF_K, Qu
 from listcon.pipeline.heads.domain import EXTERNAL_FALLBACK
 from listcon.schemas import SIGNALS
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
-from listcon.pipeline.store.ranked_lists import read_ranked, read_trec, rows_by_query
+from listcon.pipeline.store.ranked_lists import read_ranked, rows_by_query
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -87,8 +90,10 @@ def main() -> None:
     if args.prepare_only:
         return
     report = {"measure": "nDCG@10", "drop_self": False,
-              "listcon_rule": "outside the head's domain (every left-out collection is): its fallback fusion; hybrid "
-                              "candidates: the demo anchor, convex + 0.5 RRF; an external run: RRF over every first stage",
+              "listcon_rule": "outside the head's domain (every left-out collection is): the fusion adapted to the "
+                              f"corpus on its pseudo-queries (rule {SHIPPED}); where the anchor is chosen, the fallback: "
+                              "hybrid candidates: the demo anchor, convex + 0.5 RRF; an external run: RRF over every "
+                              "first stage",
               "lambdamart": {"rows": {n: {"features": list(s.features), "binary_labels": s.binary, "residual_scale": s.residual}
                                       for n, s in LEARNED.items()}, "residual_params": RESIDUAL,
                              "residual_rounds": RESIDUAL_ROUNDS,
@@ -98,6 +103,7 @@ def main() -> None:
     adapted = {name: adaptation(config, args.out / name / "adapt.json", args.pseudo_queries, args.seed, args.k)
                for name, config in configs.items()}
     report["adaptation"] = {"pseudo_queries": args.pseudo_queries, "seed": args.seed, "dense_weights": list(DENSE_WEIGHTS),
+                            "choices": {c: {"rule": r, "dense_weights": list(w)} for c, (r, w) in CHOICES.items()},
                             "reads": "the collection's passages and the workdir's passage cache only, never its queries "
                                      "or qrels"}
     for mode, (first_stage, anchor) in MODES.items():
@@ -105,11 +111,12 @@ def main() -> None:
         rows, curves = [], {}
         for held_out, config in configs.items():
             runs = {run: ranked(lists[held_out], by) for run, by in BASELINES[mode].items()}
-            runs["listcon"] = ranked(lists[held_out], "fallback")
-            weights = {f"adapted-{rule}": adapted[held_out]["rules"][rule]["dense_weight"] for rule in RULES}
+            runs["anchor"] = ranked(lists[held_out], "fallback")
+            weights = {f"adapted-{c}": adapted[held_out]["rules"][c]["dense_weight"] for c in CHOICES}
             for run, weight in weights.items():
-                runs[run] = runs["listcon"] if weight is None else ranked(with_z_fusion(lists[held_out], weight), "z")
-            oracle = {w: ranked(with_z_fusion(lists[held_out], w), "z") for w in DENSE_WEIGHTS}
+                runs[run] = runs["anchor"] if weight is None else ranked(with_z_fusion(lists[held_out], weight), "z")
+            runs["listcon"] = runs[f"adapted-{SHIPPED}"]
+            oracle = {w: ranked(with_z_fusion(lists[held_out], w), "z") for w in EDGES}
             for learned, spec in LEARNED.items():
                 model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, spec, args.train_queries,
                                          args.depth, args.seed)
@@ -126,7 +133,7 @@ def main() -> None:
                    **{run: means[run] for run in runs if "-top" not in run}, "best_fusion": best,
                    "delta_vs_best_fusion": means["listcon"] - means[best],
                    "p": paired_test(values["listcon"], values[best])}
-            for learned in (*weights, *LEARNED):
+            for learned in ("anchor", *weights, *LEARNED):
                 row[f"{learned}_delta"] = means[learned] - means[best]
                 row[f"{learned}_p"] = paired_test(values[learned], values[best])
             row.update({f"{run}_weight": weight for run, weight in weights.items()})
@@ -141,7 +148,8 @@ def main() -> None:
         print(f"\n{mode}: {first_stage}")
         print_table(rows, columns)
         summary = {run: {"mean_delta": float(np.mean([r[key] for r in rows])), "worst_delta": float(min(r[key] for r in rows))}
-                   for run, key in (("listcon", "delta_vs_best_fusion"), *((f"adapted-{r}", f"adapted-{r}_delta") for r in RULES),
+                   for run, key in (("listcon", "delta_vs_best_fusion"), ("anchor", "anchor_delta"),
+                                    *((f"adapted-{c}", f"adapted-{c}_delta") for c in CHOICES),
                                     ("z_oracle", "z_oracle_delta"), *((l, f"{l}_delta") for l in LEARNED))}
         print("against the better fusion:", summary)
         for row in rows:
@@ -185,6 +193,10 @@ LEARNED = {"lambdamart": Learned(LIST_FEATURES, False),
 RESIDUAL = {"learning_rate": 0.02, "num_leaves": 7, "min_data_in_leaf": 200}  # small corrections only
 RESIDUAL_ROUNDS = 100
 DEPTHS = {"hybrid": (20, 50, 100, 200, 1000), "from-run": (20, 50, 100)}
+# the shipped weights with one side alone at either end: what the rule chooses when the edges are candidates too
+EDGES = (0.0, *DENSE_WEIGHTS, 1.0)
+CHOICES = {**{rule: (rule, DENSE_WEIGHTS) for rule in RULES}, "one-se-edges": ("one-se", EDGES)}
+SHIPPED = AdaptSettings().rule  # `listcon run` adapts by default, with this rule
 EXTERNAL_DEPTH = 100
 # fixed before any collection was looked at; never tuned on a left-out collection
 LAMBDAMART = {"objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50,
@@ -262,11 +274,12 @@ def collection_lists(config, cache: Path, mode: str) -> dict:
 def adaptation(config, cache: Path, count: int, seed: int, k: int) -> dict:
     """The fusion each rule chooses for a collection on ``count`` pseudo-queries cut from its passages (cached in
     ``cache``): `listcon adapt`'s evidence, which reads the corpus and the workdir, never a query or a judgment."""
-    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == [count, seed, k]:
+    key = [count, seed, k, list(EDGES)]
+    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
         return saved
     started = time.perf_counter()
-    gains, kinds = pseudo_evidence(replace(config, adapt=AdaptSettings(pseudo_queries=count, seed=seed)), k)
-    result = {"key": [count, seed, k], "rules": {rule: choose_fusion(gains, rule).to_dict() for rule in RULES},
+    gains, kinds = pseudo_evidence(replace(config, adapt=AdaptSettings(pseudo_queries=count, seed=seed)), k, weights=EDGES)
+    result = {"key": key, "rules": {c: choose_fusion(gains, rule, weights).to_dict() for c, (rule, weights) in CHOICES.items()},
               "kinds": kinds, "seconds": round(time.perf_counter() - started, 1)}
     cache.write_text(json.dumps(result, indent=2) + "\n")
     logging.getLogger("bench.transfer").warning("adapted %s: %s", config.data, result)

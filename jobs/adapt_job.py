@@ -18,7 +18,7 @@ from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.plans import adapt_provenance
 from listcon.jobs.runtime import log_config
-from listcon.pipeline.adaptation.fusion_choice import choose_fusion, pseudo_gains
+from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS, choose_fusion, pseudo_gains
 from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
 from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
 from listcon.pipeline.adaptation.record import ADAPTATION_FILE, read_adaptation, write_adaptation
@@ -70,9 +70,11 @@ def adapt(config: Config, progress: bool = True) -> AdaptResult:
     return AdaptResult(str(path), record, False)
 
 
-def pseudo_evidence(config: Config, k: int, progress: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """(``pseudo_gains`` of the corpus's pseudo-queries, how many of each kind were cut): the corpus read from
-    ``config.data``, its cached vectors and indexes' settings from the workdir; no query, no judgment."""
+def pseudo_evidence(config: Config, k: int, progress: bool = False, weights: tuple[float, ...] = DENSE_WEIGHTS
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """(``pseudo_gains`` of the corpus's pseudo-queries for the z-fusions at ``weights``, how many of each kind
+    were cut): the corpus read from ``config.data``, its cached vectors and indexes' settings from the workdir;
+    no query, no judgment."""
     work, settings, options = config.work, config.encoder, config.adapt
     passages = EmbeddingCache(work.passages)
     corpus = read_corpus(config.data, empty="skip" if config.embed.skip_empty else "error")
@@ -100,7 +102,7 @@ def pseudo_evidence(config: Config, k: int, progress: bool = False) -> tuple[dic
     candidates, sources = pseudo_candidates(ids, corpus.texts(), vectors[[position[p] for p in ids]], pseudo, encoder,
                                             passages, spec["metric"], LexicalSpec(**read_manifest(work.lexical)["spec"]),
                                             replace(config.retrieve, k=k), progress)
-    return pseudo_gains(candidates, sources), kinds
+    return pseudo_gains(candidates, sources, weights), kinds
 
 
 def _describe(choice: dict) -> str:

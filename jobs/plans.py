@@ -86,10 +86,13 @@ def rankings_provenance(config: Config, split: str, run_name: str, settings, mod
 
 def adapt_provenance(config: Config, manifest: Manifest, lexical_manifest: dict, encoder_fingerprint: str | None) -> dict:
     """What `listcon adapt`'s choice depends on: the corpus, the cache's encoder, both indexes' settings, the
-    first stage's depth and fusion, and ``[adapt]``'s options (whether ``run`` adapts is not one of them)."""
+    first stage's depth and fusion, ``[adapt]``'s options (whether ``run`` adapts is not one of them) and the
+    weights it chooses among."""
+    from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS
     from listcon.pipeline.heads.domain import corpus_digest
 
-    return {"corpus": corpus_digest(config.work), "encoder": encoder_fingerprint, "metric": manifest.spec["metric"],
+    return {"corpus": corpus_digest(config.work), "dense_weights": list(DENSE_WEIGHTS), "encoder": encoder_fingerprint,
+            "metric": manifest.spec["metric"],
             "lexical": lexical_manifest["spec"], "k": min(config.retrieve.k, manifest.count),
             "retrieve": {key: getattr(config.retrieve, key) for key in ("fusion", "convex_weight", "rrf_k")},
             "adapt": {k: v for k, v in to_dict(config.adapt).items() if k != "enabled"}}

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from conftest import data_dir
-from listcon.pipeline.adaptation.fusion_choice import DEFAULT, choose_fusion, fusion_name, pseudo_gains
+from listcon.pipeline.adaptation.fusion_choice import DEFAULT, DENSE_WEIGHTS, choose_fusion, fusion_name, pseudo_gains
 from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
 from listcon.pipeline.adaptation.pseudo_queries import PseudoQuery, pseudo_queries
 from listcon.pipeline.data.readers import read_corpus
@@ -115,3 +115,16 @@ def test_adapt_without_a_cache_says_what_to_run_first(tmp_path, caplog):
 
     assert main(["adapt", str(data_dir("adi")), "--workdir", str(tmp_path / "empty"), "--no-progress"]) == 2
     assert "adapt needs the passage cache and both indexes" in caplog.text and "run `listcon embed" in caplog.text
+
+
+def test_the_shipped_weights_keep_both_sides_and_the_edges_are_chosen_only_when_offered():
+    """Pure dense (or pure BM25) best on the pseudo-queries by far: the shipped grid stops a fifth short of it."""
+    anchor = [0.3 + (0.05 if i % 2 else -0.05) for i in range(40)]
+    dense_only = _gains(anchor, z1=[0.9] * 40, z0_8=[0.6] * 40, z0_65=[0.4] * 40)
+    assert 0.0 not in DENSE_WEIGHTS and 1.0 not in DENSE_WEIGHTS and min(DENSE_WEIGHTS) == pytest.approx(1 - max(DENSE_WEIGHTS))
+    for rule in ("one-se", "significant"):
+        shipped = choose_fusion(dense_only, rule)
+        assert (shipped.chosen, shipped.dense_weight, shipped.best) == ("z0.8", 0.8, "z0.8")
+        assert set(shipped.gains) == {DEFAULT, *map(fusion_name, DENSE_WEIGHTS)}
+        edges = choose_fusion(dense_only, rule, (0.0, *DENSE_WEIGHTS, 1.0))
+        assert (edges.chosen, edges.dense_weight) == ("z1", 1.0)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import data_dir, kill_when
+from listcon.jobs.adapt_job import adapt
 from listcon.jobs.config import load_config
 from listcon.jobs.embed_job import embed
 from listcon.jobs.index_job import index
@@ -71,10 +72,12 @@ def config_file(path: Path, data: Path, work: Path, head: Path, shard_size: int 
 
 
 def pipeline(config_path: Path) -> None:
+    """The steps `listcon run` takes with a head given ([adapt] is on by default)."""
     config = load_config(config_path)
     embed(config, progress=False)
     index(config)
     retrieve(config, progress=False)
+    adapt(config, progress=False)
     rerank(config, progress=False)
 
 

@@ -13,8 +13,8 @@ RULES = ("significant", "one-se")
 class AdaptSettings:
     """Pseudo-queries cut from the corpus's own passages, and the rule that picks a fusion from them."""
 
-    enabled: bool = option(False, "`listcon run` adapts the corpus's fusion before it reranks (opt-in: "
-                           "docs/transfer.md has where it helped and where it did not)", flag=False)
+    enabled: bool = option(True, "`listcon run` adapts the corpus's fusion before it reranks; rerank uses it "
+                           "where the head's learned part is off (docs/transfer.md measures it)", flag=False)
     pseudo_queries: int = option(500, "pseudo-queries cut from the corpus's passages", at_least=2)
     seed: int = option(0, "which passages, sentences and spans are cut (the same seed, the same pseudo-queries)")
     rule: str = choice("one-se", RULES, "one-se: of the fusions within one standard error of the best on the "
