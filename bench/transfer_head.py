@@ -41,8 +41,6 @@ DEPTHS = (20, 100)
 RUN = "head-loco"
 FIXED = {"rrf": "rrf", "convex": "fused"}  # the hybrid lists' fixed rankings, by the bench's names
 
-log = logging.getLogger("bench.transfer_head")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +124,7 @@ def report(rows: list[dict], curves: dict, args: argparse.Namespace) -> Path:
         "depth_curves": curves, "epochs": args.epochs, "queries_per_source": args.queries_per_source,
         "train_settings": {"val_weighting": "collections", "head": "the demo's ([train.settings.head])"},
         "training_data": "the other ten collections' evaluation splits (never the left-out one's queries or passages)"})
+
 
 if __name__ == "__main__":
     main()
