@@ -4,7 +4,8 @@ from pseudo-queries cut from the corpus's own passages (never its queries or jud
 Pseudo-queries (``pipeline/adaptation``) are retrieved by the pipeline's first stage over indexes that
 hold each source passage without what was cut from it; the anchor and the z-score fusions are scored by
 where they rank the source passage, and ``[adapt] rule`` picks one. The choice and its evidence go to
-``W/adaptation.json``; rerank then ranks by it on this corpus (docs/transfer.md has what it gave).
+``W/adaptation.json``; rerank then ranks by it on this corpus (docs/transfer.md has what it gave). With
+``--init HEAD`` the same pseudo-queries also fine-tune that head (``jobs/adapt_head_job``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.plans import adapt_provenance
 from listcon.jobs.runtime import log_config
+from listcon.jobs.train_job import TrainResult
 from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS, choose_fusion, pseudo_gains
 from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
 from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
@@ -33,16 +36,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AdaptResult:
-    """The record written (or found up to date) and whether this run had nothing to do."""
+    """The record written (or found up to date), whether this run had nothing to do for it, and the head
+    fine-tuned on the pseudo-queries (``[adapt] init``; else None)."""
 
     path: str
     record: dict
     up_to_date: bool
+    head: TrainResult | None = None
 
 
 @locked("adapt")
 def adapt(config: Config, progress: bool = True) -> AdaptResult:
-    """Choose the corpus's fusion from its pseudo-queries; a rerun with the same inputs changes nothing."""
+    """Choose the corpus's fusion from its pseudo-queries, and fine-tune ``[adapt] init`` on them where one is
+    named; a rerun with the same inputs changes nothing."""
+    result = choose(config, progress)
+    if config.adapt.init:
+        return replace(result, head=adapt_head(config, progress))
+    return result
+
+
+def choose(config: Config, progress: bool = True) -> AdaptResult:
+    """The fusion choice (``W/adaptation.json``)."""
     work, settings, options = config.work, config.encoder, config.adapt
     check_corpus_current(work, config.need_data(), config.inputs.stale_corpus, "adapt")
     passages = EmbeddingCache(work.passages)

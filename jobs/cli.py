@@ -83,7 +83,7 @@ HELP = {
     "train": "train the head (stage 1) or encoder + head (stage 2) with Circle Loss",
     "rerank": "rerank a split's candidates with a ListConRanker head (Ray actors over query shards)",
     "adapt": "choose the fusion this corpus ranks by where a head's learned part is off, from pseudo-queries cut "
-             "from its own passages (never its queries or qrels)",
+             "from its own passages (never its queries or qrels); with --init HEAD also fine-tune that head on them",
     "evaluate": "evaluate every run of a split (metrics.json, report.md, report.html)",
 }
 

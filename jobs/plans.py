@@ -84,10 +84,13 @@ def rankings_provenance(config: Config, split: str, run_name: str, settings, mod
             "schedule": to_dict(config.schedule)}
 
 
+FUSION_CHOICE = ("pseudo_queries", "seed", "rule")  # the [adapt] options the fusion choice depends on
+
+
 def adapt_provenance(config: Config, manifest: Manifest, lexical_manifest: dict, encoder_fingerprint: str | None) -> dict:
     """What `listcon adapt`'s choice depends on: the corpus, the cache's encoder, both indexes' settings, the
-    first stage's depth and fusion, ``[adapt]``'s options (whether ``run`` adapts is not one of them) and the
-    weights it chooses among."""
+    first stage's depth and fusion, ``[adapt]``'s options for the pseudo-queries and the rule (not whether ``run``
+    adapts, nor the head fine-tuning's) and the weights it chooses among."""
     from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS
     from listcon.pipeline.heads.domain import corpus_digest
 
@@ -95,7 +98,7 @@ def adapt_provenance(config: Config, manifest: Manifest, lexical_manifest: dict,
             "metric": manifest.spec["metric"],
             "lexical": lexical_manifest["spec"], "k": min(config.retrieve.k, manifest.count),
             "retrieve": {key: getattr(config.retrieve, key) for key in ("fusion", "convex_weight", "rrf_k")},
-            "adapt": {k: v for k, v in to_dict(config.adapt).items() if k != "enabled"}}
+            "adapt": {k: v for k, v in to_dict(config.adapt).items() if k in FUSION_CHOICE}}
 
 
 def rankings_keys(query_ids: list[str], source: dict) -> dict[str, str]:

@@ -128,3 +128,64 @@ def test_the_shipped_weights_keep_both_sides_and_the_edges_are_chosen_only_when_
         assert set(shipped.gains) == {DEFAULT, *map(fusion_name, DENSE_WEIGHTS)}
         edges = choose_fusion(dense_only, rule, (0.0, *DENSE_WEIGHTS, 1.0))
         assert (edges.chosen, edges.dense_weight) == ("z1", 1.0)
+
+
+def test_adapt_init_fine_tunes_the_head_on_pseudo_queries_from_the_corpus_alone(adi_embedded, tmp_path, caplog):
+    """`listcon adapt --init HEAD` trains from HEAD on a collection made of the corpus's pseudo-queries: every passage
+    as the corpus has it but the sources, each shortened to the rest its pseudo-query was cut from and judged relevant
+    to it. Garbled queries and qrels give the same head, byte for byte; a rerun does nothing."""
+    import json
+    import logging
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from listcon.jobs.cli import main
+    from listcon.jobs.config import load_config
+    from listcon.model import ListConRanker
+    from listcon.pipeline.data.readers import read_qrels, read_queries
+    from listcon.pipeline.heads.directory import ENCODER_FILE
+
+    torch.manual_seed(5)
+    head = ListConRanker(load_config(Path(__file__).resolve().parents[1] / "jobs" / "demo.toml").train.settings.head)
+    head.save_pretrained(tmp_path / "head")
+    (tmp_path / "head" / ENCODER_FILE).write_text(json.dumps(EmbeddingCache(adi_embedded / "passages.lance").metadata))
+    garbled = Path(shutil.copytree(data_dir("adi"), tmp_path / "adi-garbled"))
+    (garbled / "queries.jsonl").write_text("".join(json.dumps({"_id": f"g{i}", "text": f"nothing {i}"}) + "\n"
+                                                   for i in range(5)))
+    (garbled / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\ng0\t1\t1\n")
+    adapt = ["--init", str(tmp_path / "head"), "--epochs", "2", "--pseudo-queries", "30", "--no-progress"]
+    weights = []
+    for i, data in enumerate((garbled, data_dir("adi"))):
+        work = shutil.copytree(adi_embedded, tmp_path / f"work-{i}")
+        assert main(["adapt", str(data), "--workdir", str(work), *adapt]) == 0
+        weights.append((work / "adaptation" / "head" / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+    result = json.loads((work / "adaptation" / "head" / "train_result.json").read_text())
+    assert result["provenance"]["settings"]["init"] == str(tmp_path / "head")
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
+
+    corpus, made = read_corpus(data_dir("adi")), read_corpus(work / "adaptation" / "data")
+    pseudo = pseudo_queries(corpus.table["id"].to_pylist(), corpus.table["title"].to_pylist(),
+                            corpus.table["text"].to_pylist(), count=30, seed=0)
+    rest = {q.passage_id: q.rest for q in pseudo}
+    assert made.table["id"].to_pylist() == corpus.table["id"].to_pylist()
+    for passage, original, text in zip(corpus.table["id"].to_pylist(), corpus.texts(), made.texts()):
+        assert text == rest.get(passage, original), passage
+    queries = read_queries(work / "adaptation" / "data")
+    assert queries["text"].to_pylist() == [q.text for q in pseudo]
+    qrels = read_qrels(work / "adaptation" / "data", "pseudo")
+    assert list(zip(qrels["query_id"].to_pylist(), qrels["passage_id"].to_pylist())) == \
+        [(f"pseudo-{i}", q.passage_id) for i, q in enumerate(pseudo)]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["adapt", str(data_dir("adi")), "--workdir", str(work), *adapt]) == 0
+    assert "already holds this training's result; nothing to do" in caplog.text and "encoded 0 passages" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # the fusion choice does not depend on the fine-tuning's options
+        assert main(["adapt", str(data_dir("adi")), "--workdir", str(work), "--pseudo-queries", "30", "--no-progress"]) == 0
+    assert "adaptation.json is up to date" in caplog.text and "fine-tuned" not in caplog.text
+    assert main(["adapt", str(data_dir("adi")), "--workdir", str(work), "--init", str(tmp_path / "none")]) == 2
+    assert f"adapt: --init {tmp_path / 'none'} is not a head directory" in caplog.text

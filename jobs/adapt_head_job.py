@@ -1,0 +1,82 @@
+"""`listcon adapt --init HEAD`: fine-tune a head on pseudo-queries cut from the target corpus's own passages.
+
+The pseudo-queries (the same ones the fusion choice scores) are written as a labelled collection under
+``W/adaptation/data`` (``pipeline/adaptation/pseudo_collection``): each source passage indexed without what
+was cut from it, judged relevant to its pseudo-query. The pipeline's own jobs then take it like any other
+collection in ``W/adaptation/work``: embed (only the shortened passages are new: the target's passage cache
+seeds it), index, retrieve, mine, and train from ``HEAD`` for at most ``[adapt] epochs`` epochs, the epoch
+picked on the pseudo-queries held out (the head as given, epoch 0, included). The head goes to
+``W/adaptation/head``. Nothing here reads the target's queries or judgments.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from listcon.jobs.config import Config, ExtraSource
+from listcon.jobs.embed_job import embed
+from listcon.jobs.index_job import index
+from listcon.jobs.mine_job import mine
+from listcon.jobs.retrieve_job import retrieve
+from listcon.jobs.train_job import TrainResult, train
+from listcon.pipeline.adaptation.pseudo_collection import SPLIT, write_pseudo_collection
+from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
+from listcon.pipeline.data.readers import read_corpus
+from listcon.pipeline.store.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+ADAPTATION_DIR = "adaptation"
+
+
+def adapted_head_dir(work: Workdir) -> Path:
+    """Where ``adapt --init`` writes the fine-tuned head."""
+    return work.root / ADAPTATION_DIR / "head"
+
+
+def adapt_head(config: Config, progress: bool = True) -> TrainResult:
+    """Fine-tune ``[adapt] init`` on the corpus's pseudo-queries; a rerun with the same inputs changes nothing."""
+    options, work = config.adapt, config.work
+    if not options.init or not Path(options.init).is_dir():
+        raise FileNotFoundError(f"adapt: --init {options.init} is not a head directory (a trained head's out dir)")
+    root = work.root / ADAPTATION_DIR
+    corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
+    ids, titles, texts = (corpus.table[c].to_pylist() for c in ("id", "title", "text"))
+    pseudo = pseudo_queries(ids, titles, texts, options.pseudo_queries, options.seed)
+    if len(pseudo) < 2:
+        raise ValueError(f"adapt: the corpus {config.data} gives {len(pseudo)} pseudo-queries (passages of at least "
+                         "6 words are cut); at least 2 are needed")
+    if write_pseudo_collection(root / "data", ids, titles, texts, pseudo):
+        log.info("adapt: %d pseudo-queries written as a collection to %s", len(pseudo), root / "data")
+    source = ExtraSource(name="pseudo", data=str(root / "data"), workdir=str(root / "work"), split=SPLIT)
+    settings = replace(config.train.settings, init=str(Path(options.init).resolve()), epochs=options.epochs,
+                       patience=options.epochs, lr=options.lr, queries_per_source=None)
+    pseudo_config = replace(config.for_collection(source), train=replace(
+        config.train, split=SPLIT, k=None, out=str(adapted_head_dir(work)), checkpoint=None, extra=(),
+        validate_on="main", settings=settings))
+    _seed_cache(config, pseudo_config.work)
+    embed(pseudo_config, progress=progress)
+    index(pseudo_config)
+    retrieve(pseudo_config, SPLIT, config.retrieve.k, progress=progress)
+    mine(pseudo_config, SPLIT)
+    result = train(pseudo_config)
+    log.info("adapt: head %s fine-tuned on %d pseudo-queries -> %s (held-out pseudo-queries: %.4f at epoch %d, "
+             "epoch 0 being the head as given)", options.init, len(pseudo), result.out, result.best_metric,
+             result.best_epoch)
+    return result
+
+
+def _seed_cache(config: Config, pseudo: Workdir) -> None:
+    """Start the pseudo collection's passage cache from the target's (a local copy, swapped in whole), so that
+    embed encodes only the shortened source passages; a cache on an object store is not copied (all encoded)."""
+    target = Path(config.work.passages)
+    destination = Path(pseudo.passages)
+    if destination.exists() or config.lance_root or not target.is_dir():
+        return
+    staged = destination.with_name(destination.name + ".staged")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(target, staged)
+    staged.rename(destination)
