@@ -11,6 +11,7 @@ picked on the pseudo-queries held out (the head as given, epoch 0, included). Th
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import replace
@@ -22,10 +23,13 @@ from listcon.jobs.index_job import index
 from listcon.jobs.mine_job import mine
 from listcon.jobs.retrieve_job import retrieve
 from listcon.jobs.train_job import TrainResult, train
-from listcon.pipeline.adaptation.pseudo_collection import SPLIT, write_pseudo_collection
+from listcon.pipeline.adaptation.pseudo_collection import (SPLIT, pseudo_collection, write_pseudo_collection,
+                                                          written_digest)
 from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
 from listcon.pipeline.data.readers import read_corpus
+from listcon.pipeline.heads.directory import RESULT_FILE
 from listcon.pipeline.store.workdir import Workdir
+from listcon.schemas import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +43,62 @@ def adapted_head_dir(work: Workdir) -> Path:
 
 def adapt_head(config: Config, progress: bool = True) -> TrainResult:
     """Fine-tune ``[adapt] init`` on the corpus's pseudo-queries; a rerun with the same inputs changes nothing."""
-    options, work = config.adapt, config.work
-    if not options.init or not Path(options.init).is_dir():
-        raise FileNotFoundError(f"adapt: --init {options.init} is not a head directory (a trained head's out dir)")
-    root = work.root / ADAPTATION_DIR
+    options, root = config.adapt, config.work.root / ADAPTATION_DIR
+    check_init(options.init)
+    (files, digest), count = _collection(config)
+    if write_pseudo_collection(root / "data", files, digest):
+        log.info("adapt: %d pseudo-queries written as a collection to %s", count, root / "data")
+    pseudo = _pseudo_config(config)
+    _seed_cache(config, pseudo.work)
+    embed(pseudo, progress=progress)
+    index(pseudo)
+    retrieve(pseudo, SPLIT, config.retrieve.k, progress=progress)
+    mine(pseudo, SPLIT)
+    result = train(pseudo)
+    log.info("adapt: head %s fine-tuned on %d pseudo-queries -> %s (held-out pseudo-queries: %.4f at epoch %d, "
+             "epoch 0 being the head as given)", options.init, count, result.out, result.best_metric, result.best_epoch)
+    return result
+
+
+def check_init(init: str | None) -> None:
+    """``[adapt] init`` names a head directory (one line otherwise)."""
+    if not init or not (Path(init) / "config.json").is_file():
+        raise FileNotFoundError(f"adapt: --init {init} is not a head directory (a trained head's out dir, with "
+                                "config.json)")
+
+
+def fine_tune_pending(config: Config) -> str | None:
+    """Why ``adapt`` would fine-tune ``[adapt] init`` again (None: W/adaptation/head is this fine-tuning's)."""
+    result = adapted_head_dir(config.work) / RESULT_FILE
+    if not result.is_file():
+        return "no fine-tuned head yet"
+    if written_digest(config.work.root / ADAPTATION_DIR / "data") != _collection(config)[0][1]:
+        return "the pseudo-queries changed"
+    wanted = to_dict(_pseudo_config(config).train.settings)
+    return None if json.loads(result.read_text())["provenance"]["settings"] == wanted else "its options changed"
+
+
+def _collection(config: Config) -> tuple[tuple[dict[str, str], str], int]:
+    """(the pseudo collection's files and digest, how many pseudo-queries) of the corpus and ``[adapt]``."""
+    options = config.adapt
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
     ids, titles, texts = (corpus.table[c].to_pylist() for c in ("id", "title", "text"))
     pseudo = pseudo_queries(ids, titles, texts, options.pseudo_queries, options.seed)
     if len(pseudo) < 2:
         raise ValueError(f"adapt: the corpus {config.data} gives {len(pseudo)} pseudo-queries (passages of at least "
                          "6 words are cut); at least 2 are needed")
-    if write_pseudo_collection(root / "data", ids, titles, texts, pseudo):
-        log.info("adapt: %d pseudo-queries written as a collection to %s", len(pseudo), root / "data")
+    return pseudo_collection(ids, titles, texts, pseudo), len(pseudo)
+
+
+def _pseudo_config(config: Config) -> Config:
+    """The config the pipeline's jobs take the pseudo collection with: training from ``[adapt] init``."""
+    options, root = config.adapt, config.work.root / ADAPTATION_DIR
     source = ExtraSource(name="pseudo", data=str(root / "data"), workdir=str(root / "work"), split=SPLIT)
     settings = replace(config.train.settings, init=str(Path(options.init).resolve()), epochs=options.epochs,
                        patience=options.epochs, lr=options.lr, queries_per_source=None)
-    pseudo_config = replace(config.for_collection(source), train=replace(
-        config.train, split=SPLIT, k=None, out=str(adapted_head_dir(work)), checkpoint=None, extra=(),
+    return replace(config.for_collection(source), train=replace(
+        config.train, split=SPLIT, k=None, out=str(adapted_head_dir(config.work)), checkpoint=None, extra=(),
         validate_on="main", settings=settings))
-    _seed_cache(config, pseudo_config.work)
-    embed(pseudo_config, progress=progress)
-    index(pseudo_config)
-    retrieve(pseudo_config, SPLIT, config.retrieve.k, progress=progress)
-    mine(pseudo_config, SPLIT)
-    result = train(pseudo_config)
-    log.info("adapt: head %s fine-tuned on %d pseudo-queries -> %s (held-out pseudo-queries: %.4f at epoch %d, "
-             "epoch 0 being the head as given)", options.init, len(pseudo), result.out, result.best_metric,
-             result.best_epoch)
-    return result
 
 
 def _seed_cache(config: Config, pseudo: Workdir) -> None:

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from listcon.jobs.adapt_head_job import adapt_head
+from listcon.jobs.adapt_head_job import adapt_head, check_init
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.plans import adapt_provenance
@@ -49,6 +49,8 @@ class AdaptResult:
 def adapt(config: Config, progress: bool = True) -> AdaptResult:
     """Choose the corpus's fusion from its pseudo-queries, and fine-tune ``[adapt] init`` on them where one is
     named; a rerun with the same inputs changes nothing."""
+    if config.adapt.init:  # checked before any work
+        check_init(config.adapt.init)
     result = choose(config, progress)
     if config.adapt.init:
         return replace(result, head=adapt_head(config, progress))

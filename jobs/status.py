@@ -124,7 +124,13 @@ def _adapt(config: Config, blocked: bool) -> StepStatus:
     if record.get("provenance") != provenance:
         changed = sorted(k for k in provenance if (record.get("provenance") or {}).get(k) != provenance[k])
         return StepStatus("adapt", False, f"adapt: to choose again ({', '.join(changed)} changed)")
-    return StepStatus("adapt", True, f"adapt: up to date ({record['choice']['chosen']})")
+    if not config.adapt.init:
+        return StepStatus("adapt", True, f"adapt: up to date ({record['choice']['chosen']})")
+    from listcon.jobs.adapt_head_job import fine_tune_pending  # imports torch: only where a head is fine-tuned
+
+    if why := fine_tune_pending(config):
+        return StepStatus("adapt", False, f"adapt: to fine-tune {config.adapt.init} ({why})")
+    return StepStatus("adapt", True, f"adapt: up to date ({record['choice']['chosen']}; head fine-tuned)")
 
 
 def _retrieve(config: Config, split: str, blocked: bool) -> tuple[StepStatus, dict[str, str] | None]:

@@ -189,3 +189,15 @@ def test_adapt_init_fine_tunes_the_head_on_pseudo_queries_from_the_corpus_alone(
     assert "adaptation.json is up to date" in caplog.text and "fine-tuned" not in caplog.text
     assert main(["adapt", str(data_dir("adi")), "--workdir", str(work), "--init", str(tmp_path / "none")]) == 2
     assert f"adapt: --init {tmp_path / 'none'} is not a head directory" in caplog.text
+
+    from listcon.jobs.status import status  # `listcon status` knows whether `run` would fine-tune again
+
+    def adapt_step(epochs: int) -> str:
+        job = tmp_path / "job.toml"
+        job.write_text(f'data = "{data_dir("adi")}"\nworkdir = "{work}"\n\n[adapt]\npseudo_queries = 30\n'
+                       f'init = "{tmp_path / "head"}"\nepochs = {epochs}\n')
+        return next(s.detail for s in status(load_config(job)).steps if s.step == "adapt")
+
+    chosen = json.loads((work / "adaptation.json").read_text())["choice"]["chosen"]
+    assert adapt_step(2) == f"adapt: up to date ({chosen}; head fine-tuned)"
+    assert adapt_step(3) == f"adapt: to fine-tune {tmp_path / 'head'} (its options changed)"

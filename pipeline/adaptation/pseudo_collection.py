@@ -20,19 +20,29 @@ SPLIT = "pseudo"
 DIGEST_FILE = "pseudo.sha256"
 
 
-def write_pseudo_collection(out: str | Path, ids: list[str], titles: list[str | None], texts: list[str | None],
-                            pseudo: list[PseudoQuery]) -> bool:
-    """Write the collection to ``out`` (staged beside it, then swapped in); False when ``out`` already holds
-    exactly this collection (nothing written)."""
-    out = Path(out)
+def pseudo_collection(ids: list[str], titles: list[str | None], texts: list[str | None],
+                      pseudo: list[PseudoQuery]) -> tuple[dict[str, str], str]:
+    """({file name: content}, their SHA-256): the collection the pseudo-queries make of the corpus."""
     rest = {q.passage_id: q.rest for q in pseudo}
     corpus = [{"_id": p, "title": "", "text": rest[p]} if p in rest else {"_id": p, "title": t or "", "text": x or ""}
               for p, t, x in zip(ids, titles, texts)]
     queries = [{"_id": f"pseudo-{i}", "text": q.text} for i, q in enumerate(pseudo)]
     qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"pseudo-{i}\t{q.passage_id}\t1\n" for i, q in enumerate(pseudo))
     files = {"corpus.jsonl": _jsonl(corpus), "queries.jsonl": _jsonl(queries), f"qrels/{SPLIT}.tsv": qrels}
-    digest = hashlib.sha256("".join(f"{name}\n{body}" for name, body in sorted(files.items())).encode()).hexdigest()
-    if (out / DIGEST_FILE).is_file() and (out / DIGEST_FILE).read_text().strip() == digest:
+    return files, hashlib.sha256("".join(f"{name}\n{body}" for name, body in sorted(files.items())).encode()).hexdigest()
+
+
+def written_digest(out: str | Path) -> str | None:
+    """The digest of the collection ``out`` holds (None: none written)."""
+    path = Path(out) / DIGEST_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def write_pseudo_collection(out: str | Path, files: dict[str, str], digest: str) -> bool:
+    """Write ``pseudo_collection``'s files to ``out`` (staged beside it, then swapped in); False when ``out``
+    already holds exactly this collection (nothing written)."""
+    out = Path(out)
+    if written_digest(out) == digest:
         return False
     staged = out.with_name(out.name + ".staged")
     shutil.rmtree(staged, ignore_errors=True)
