@@ -29,6 +29,19 @@ def test_int8_linear_is_within_quantization_error_of_fp32():
     assert float((weights_only - exact).norm() / exact.norm()) < 0.01
 
 
+def test_an_int8_row_depends_on_that_row_alone():
+    """One activation scale per row: a row's output is the same alone, beside a row ten times larger (which
+    with one scale per call would take the grid from it) and in any batch; a zero row gives the bias."""
+    torch.manual_seed(3)
+    linear = nn.Linear(64, 96).requires_grad_(False)
+    quantized, x = Int8Linear.from_linear(linear), torch.randn(6, 64)
+    alone = torch.cat([quantized(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(quantized(x), alone)
+    assert torch.equal(quantized(torch.cat([x, 10 * torch.randn(4, 64)]))[:6], alone)
+    assert torch.equal(quantized(x.reshape(2, 3, 64)).reshape(6, 96), alone)
+    assert torch.equal(quantized(torch.zeros(2, 64)), linear.bias.expand(2, 96))
+
+
 def _dequantized(weight: torch.Tensor) -> torch.Tensor:
     scale = weight.abs().amax(dim=1, keepdim=True) / 127
     return torch.round(weight / scale).clamp(-127, 127) * scale
@@ -59,6 +72,19 @@ def test_int8_scorer_ranks_like_fp32_and_leaves_the_head_alone():
         assert torch.equal(first, quantized(torch.from_numpy(queries), passages, mask))
         gap = first - head(torch.from_numpy(queries), passages, mask)
     assert float(gap.abs().max()) < 0.05
+
+
+def test_the_int8_scorer_ranks_a_batch_of_lists_as_it_ranks_each_alone():
+    """batched == per-query in int8 too: a list's ranking does not depend on the other lists scored with it."""
+    torch.manual_seed(6)
+    scorer = ListScorer(ListConRanker(CONFIG).eval(), PruneSchedule(), precision="int8", device="cpu")
+    queries, blocks = lists(7, sizes=(60, 12, 35, 48))
+    order, scores, rounds = scorer.rank(queries, blocks)
+    for row, block in enumerate(blocks):
+        alone = scorer.rank(queries[row : row + 1], [block])
+        n = len(block)
+        np.testing.assert_array_equal(order[row, :n], alone[0][0, :n])
+        np.testing.assert_allclose(scores[row, :n], alone[1][0, :n], rtol=0, atol=1e-5)
 
 
 def test_a_head_whose_learned_part_is_silent_ranks_identically_in_int8():
