@@ -42,6 +42,17 @@ def test_int8_stays_close_and_each_backend_has_its_own_export_and_fingerprint(ti
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
 
 
+def test_an_int8_vector_depends_on_its_text_alone(tiny_bert_dir, tmp_path):
+    """The quantized graph takes one activation scale per run: every text runs alone, so its vector is the same
+    in any batch, beside any other text (an incremental embed equals one from scratch)."""
+    int8 = OnnxEncoder(tiny_bert_dir, backend="onnx-int8", export_dir=tmp_path, batch_size=8)
+    texts = [*TEXTS, " ".join(["a much longer text that pads every other one"] * 6)]
+    together = int8.encode(texts)
+    for i, text in enumerate(texts):
+        np.testing.assert_array_equal(int8.encode([text])[0], together[i])
+    np.testing.assert_array_equal(int8.encode(texts[::-1])[::-1], together)
+
+
 def test_a_cache_refuses_another_backend_until_rebuilt(tiny_bert_dir, tmp_path):
     ids, texts = [f"d{i}" for i in range(len(TEXTS))], TEXTS
     uri = str(tmp_path / "passages.lance")
