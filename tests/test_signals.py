@@ -321,6 +321,17 @@ def test_outside_its_domain_a_head_on_an_external_run_ranks_by_rrf_of_every_side
         assert got[qid]["passage_id"].to_pylist()[:10] == expected[:10], qid
     assert read_provenance(other.rankings("test.external-fallback"))["fallback"] == {"rrf": 1.0}
 
+    # a head without the rrf signal keeps its own anchor there and says so, once (the Python API asked twice)
+    from listcon import Reranker
+
+    no_rrf = ListConRanker(ListConRankerConfig(**{**ANCHORED, "signals": ("fused", "lexical", "dense"),
+                                                  "anchor": {"fused": 1.0}}))
+    no_rrf.save_pretrained(tmp_path / "no-rrf")
+    write_domain(tmp_path / "no-rrf", {"0" * 64: {"name": "elsewhere", "learned_helps": True, "anchor": 0.5, "head": 0.6}})
+    caplog.clear()
+    Reranker.from_pretrained(tmp_path / "no-rrf", other.root)
+    assert caplog.text.count("does not take the rrf signal: its fallback is its own anchor {'fused': 1.0}") == 1
+
 
 def test_z_fusion_weighs_the_list_features_z_scores_and_an_external_copy_of_bm25_changes_nothing():
     from listcon.pipeline.retrieval.signals import LIST_FEATURES, list_features, z_fusion

@@ -59,6 +59,11 @@ def learned_part_applies(domain: dict[str, dict] | None, digest: str) -> bool:
 EXTERNAL_FALLBACK = {"rrf": 1.0}  # every first stage alike, scale-free: an external run's scores may mean anything
 
 
+def from_external_run(candidates: dict | None) -> bool:
+    """Whether candidates with provenance ``candidates`` were read from an external run (``--from-run``)."""
+    return bool(candidates and (candidates.get("retrieve") or {}).get("from_run"))
+
+
 def fallback_anchor(head: ListConRankerConfig, candidates: dict | None) -> dict[str, float] | None:
     """The fusion the head (config ``head``) ranks by where its learned part is off, for candidates with provenance ``candidates``.
 
@@ -66,8 +71,7 @@ def fallback_anchor(head: ListConRankerConfig, candidates: dict | None) -> dict[
     first stage the list carries (external, dense, lexical), since the anchor's min-max of the candidate
     source's score weighs the external run above the others, and its scale is unknown.
     """
-    from_run = bool(candidates and (candidates.get("retrieve") or {}).get("from_run"))
-    if not from_run:
+    if not from_external_run(candidates):
         return None
     if "rrf" not in head.signals:
         log.warning("the candidates come from an external run, but this head does not take the rrf signal: its "

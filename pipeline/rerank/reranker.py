@@ -31,7 +31,7 @@ from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.heads.directory import ENCODER_FILE, check_finished
-from listcon.pipeline.heads.domain import fallback_anchor
+from listcon.pipeline.heads.domain import from_external_run
 from listcon.pipeline.heads.rule import rerank_rule
 
 RunLike = dict[str, list[str]] | str | Path | pd.DataFrame
@@ -90,7 +90,7 @@ class Reranker:
         if workdir is not None:  # the rule the rerank job follows; an external run's table, where one is, says RRF
             sources = [read_provenance(table) for table in list_tables(workdir.all_candidates)]
             rule = rerank_rule(head.config, model_dir, workdir, settings.outside_domain,
-                               next((s for s in sources if fallback_anchor(head.config, s)), None))
+                               next((s for s in sources if from_external_run(s)), None))
             if not rule.learned:
                 head = head.anchored(rule.fallback or None)
                 fusion = (rule.fusion or {}).get("dense_weight")
