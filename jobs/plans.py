@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from listcon.jobs.config import Config
-from listcon.model.choices import HEAD_PRECISIONS, resolve_precision
+from listcon.model.choices import HEAD_PRECISIONS, INT8_SCORING, resolve_precision
 from listcon.model.head_config import checkpoint_fingerprint
 from listcon.pipeline.retrieval.faiss_index import IndexSpec, Manifest
 from listcon.pipeline.store.query_provenance import LIST_DIGESTS, global_part, text_key
@@ -76,7 +76,9 @@ def rankings_provenance(config: Config, split: str, run_name: str, settings, mod
                         device: str, source: dict) -> dict:
     """What a split's whole rankings table depends on: the head, how it ranks here (``rule``), the
     arithmetic, the settings and the candidates' global provenance."""
-    arithmetic = {"device": device.split(":")[0], "precision": resolve_precision(settings.precision, device, HEAD_PRECISIONS)}
+    precision = resolve_precision(settings.precision, device, HEAD_PRECISIONS)
+    arithmetic = {"device": device.split(":")[0], "precision": precision,
+                  **({"int8_scoring": INT8_SCORING} if precision == "int8" else {})}
     return {"split": split, "run": run_name, "checkpoint": checkpoint_fingerprint(model_dir), **rule.to_dict(),
             "arithmetic": arithmetic,
             "candidates": {k: v for k, v in global_part(source).items() if k in CANDIDATES_FOR_RERANK},

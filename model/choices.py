@@ -3,6 +3,9 @@ status`) load without importing the model code they configure."""
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 HEAD_PRECISIONS = (*PRECISIONS, "int8")
+# How the int8 head is called, recorded with int8 rankings: a change redoes them. (Until 2026-12 it scored a padded
+# batch of lists per call, and its one activation scale per call made a list's scores depend on its batch.)
+INT8_SCORING = "one list's live candidates per call"
 POOLINGS = ("mean", "cls")
 BACKENDS = ("torch", "onnx", "onnx-int8", "hash")
 ATTENTIONS = ("list", "bidirectional", "passage")

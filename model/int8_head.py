@@ -1,9 +1,13 @@
 """An int8 copy of the head for CPU reranking (``--precision int8``).
 
 The head's matmuls are nearly all Linear layers over ``N + 1`` list positions (Q/K/V and
-output projections, the 384 x 2048 feed-forward pair, the score branches); int8 weights
-with per-row activation scales (``Int8Linear``) run the whole head faster than fp32 on this
-CPU (``bench/cpu_speed.py`` measures how much). The attention scores, softmax,
+output projections, the 384 x 2048 feed-forward pair, the score branches); int8 weights run
+them faster than fp32 on CPUs without fast fp32 matrix units (``bench/cpu_speed.py``
+measures the ratio on the machine at hand).
+
+The activations are quantized per call with one scale (the input's range), so a row's output
+depends on every row in the call: ``ListScorer`` therefore calls the int8 head on one list's
+live candidates at a time, and a list's scores never depend on what it is batched with. The attention scores, softmax,
 LayerNorm, the signal input, the final score layer and the prior stay in fp32, so the
 int8 head reorders only candidates whose scores were already close.
 
@@ -26,15 +30,8 @@ from listcon.model.ranker import ListConRanker, SelfAttention
 
 
 class Int8Linear(nn.Module):
-    """``nn.Linear``'s forward with int8 weights (per output channel) and inputs quantized row by row.
-
-    torch's dynamic int8 linear quantizes its whole input with one scale (the tensor's min and max), so
-    a row's output would depend on every other row in the call: on the other queries of a batch, a
-    list's padding, how long the list is. Here each row is divided by its own largest magnitude and one
-    extra row spanning [-1, 1] fixes the call's range, so every row gets the same 7-bit grid scaled to
-    itself: its output depends on that row alone (batched == per-query), and no row loses precision
-    to a larger one. The bias is added after scaling back.
-    """
+    """``nn.Linear``'s forward with int8 weights (per output channel) and dynamically quantized inputs (one
+    activation scale per call: see the module docstring)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -43,20 +40,13 @@ class Int8Linear(nn.Module):
         with warnings.catch_warnings():  # the quantized-tensor deprecation note (see the module docstring)
             warnings.simplefilter("ignore")
             q = torch.quantize_per_channel(w, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(q, None)
-        self.bias = None if bias is None else bias.detach().to("cpu", torch.float32)
+            self._packed = torch.ops.quantized.linear_prepack(
+                q, None if bias is None else bias.detach().to("cpu", torch.float32))
         self.in_features, self.out_features = w.shape[1], w.shape[0]
-        self._span = torch.zeros(1, self.in_features)
-        self._span[0, 0], self._span[0, -1] = 1.0, -1.0  # with in_features 1, the range is [-1, 0]: still fixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        rows = x.reshape(-1, shape[-1]).float()
-        peak = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)
-        unit = torch.cat([rows / peak, self._span]).contiguous()
-        out = torch.ops.quantized.linear_dynamic(unit, self._packed, True)[:-1] * peak
-        if self.bias is not None:
-            out = out + self.bias
+        out = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._packed, True)
         return out.reshape(*shape[:-1], self.out_features)
 
     @classmethod

@@ -62,6 +62,15 @@ class ListScorer:
         """
         e = self.head.config.embed_dim
         signals = passages[..., e:] if self.head.config.signals else None
+        if self.precision == "int8":  # one list per call (int8_head: one activation scale per call)
+            out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+            for row in range(len(mask)):
+                live = mask[row].nonzero().squeeze(1)
+                if len(live):
+                    out[row, live] = self._scoring_head(
+                        query[row : row + 1], passages[row : row + 1, live, :e], mask[row : row + 1, live],
+                        None if signals is None else signals[row : row + 1, live]).float()[0]
+            return out
         with autocast(self.precision, self.device):
             return self._scoring_head(query, passages[..., :e], mask, signals).float()
 

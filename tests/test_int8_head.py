@@ -29,19 +29,6 @@ def test_int8_linear_is_within_quantization_error_of_fp32():
     assert float((weights_only - exact).norm() / exact.norm()) < 0.01
 
 
-def test_an_int8_row_depends_on_that_row_alone():
-    """One activation scale per row: a row's output is the same alone, beside a row ten times larger (which
-    with one scale per call would take the grid from it) and in any batch; a zero row gives the bias."""
-    torch.manual_seed(3)
-    linear = nn.Linear(64, 96).requires_grad_(False)
-    quantized, x = Int8Linear.from_linear(linear), torch.randn(6, 64)
-    alone = torch.cat([quantized(x[i : i + 1]) for i in range(len(x))])
-    assert torch.equal(quantized(x), alone)
-    assert torch.equal(quantized(torch.cat([x, 10 * torch.randn(4, 64)]))[:6], alone)
-    assert torch.equal(quantized(x.reshape(2, 3, 64)).reshape(6, 96), alone)
-    assert torch.equal(quantized(torch.zeros(2, 64)), linear.bias.expand(2, 96))
-
-
 def _dequantized(weight: torch.Tensor) -> torch.Tensor:
     scale = weight.abs().amax(dim=1, keepdim=True) / 127
     return torch.round(weight / scale).clamp(-127, 127) * scale
@@ -75,7 +62,9 @@ def test_int8_scorer_ranks_like_fp32_and_leaves_the_head_alone():
 
 
 def test_the_int8_scorer_ranks_a_batch_of_lists_as_it_ranks_each_alone():
-    """batched == per-query in int8 too: a list's ranking does not depend on the other lists scored with it."""
+    """batched == per-query in int8 too: the int8 linears take one activation scale per call, so the scorer calls
+    the head on one list's live candidates at a time; a list's ranking does not depend on the other lists scored
+    with it, nor on the padding their lengths give it."""
     torch.manual_seed(6)
     scorer = ListScorer(ListConRanker(CONFIG).eval(), PruneSchedule(), precision="int8", device="cpu")
     queries, blocks = lists(7, sizes=(60, 12, 35, 48))
@@ -84,7 +73,7 @@ def test_the_int8_scorer_ranks_a_batch_of_lists_as_it_ranks_each_alone():
         alone = scorer.rank(queries[row : row + 1], [block])
         n = len(block)
         np.testing.assert_array_equal(order[row, :n], alone[0][0, :n])
-        np.testing.assert_allclose(scores[row, :n], alone[1][0, :n], rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(scores[row, :n], alone[1][0, :n])
 
 
 def test_a_head_whose_learned_part_is_silent_ranks_identically_in_int8():
@@ -96,7 +85,7 @@ def test_a_head_whose_learned_part_is_silent_ranks_identically_in_int8():
     fp32 = ListScorer(head, precision="fp32", device="cpu").rank(queries, with_signals)
     int8 = ListScorer(head, precision="int8", device="cpu").rank(queries, with_signals)
     np.testing.assert_array_equal(fp32[0], int8[0])
-    np.testing.assert_array_equal(fp32[1], int8[1])
+    np.testing.assert_allclose(fp32[1], int8[1], rtol=0, atol=1e-6)  # fp32 rounding: int8 scores list by list
 
 
 def test_int8_is_for_the_head_on_cpu_only(tiny_bert_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,7 +184,13 @@ def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ra
     with caplog.at_level(logging.INFO):
         assert not rerank(int8, progress=False).up_to_date
     assert "35 queries in 9 shards, 0 already done" in caplog.text
-    assert read_provenance(work.rankings("test.resumed"))["arithmetic"] == {"device": "cpu", "precision": "int8"}
+    assert read_provenance(work.rankings("test.resumed"))["arithmetic"] == {
+        "device": "cpu", "precision": "int8", "int8_scoring": "one list's live candidates per call"}
+    # int8 scores each list alone, so the shards' size (which lists share a batch) does not move a ranking
+    rerank(replace(int8, rerank=replace(int8.rerank, run_name="int8-shards-of-7", shard_size=7)), progress=False)
+    assert read_trec(work.run("test", "int8-shards-of-7")) == read_trec(work.run("test", "resumed"))
+    work.run("test", "int8-shards-of-7").unlink()  # the workdir is shared: later reports must not see this copy
+    shutil.rmtree(work.rankings("test.int8-shards-of-7"))
     half = replace(int8, rerank=replace(int8.rerank, settings=RerankSettings(precision="fp16")))
     with pytest.raises(ValueError, match="precision fp16 needs a CUDA device, but this runs on cpu"):
         rerank(half, progress=False)
