@@ -69,11 +69,19 @@ def collection_config(base, name: str, out: Path):
     return replace(base.for_collection(source), train=replace(base.train, extra=()))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def collection_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every leave-one-collection-out bench takes: its config, the collections to leave out (in
+    this order) and where their workdirs are."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "jobs" / "demo.toml")
-    parser.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
+    parser.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS),
+                        help="the collections to leave out, in this order")
     parser.add_argument("--out", type=Path, default=ROOT / "work" / "transfer")
+    return parser
+
+
+def main() -> None:
+    parser = collection_parser(__doc__)
     parser.add_argument("--k", type=int, default=1000, help="first-stage depth")
     parser.add_argument("--prepare-only", action="store_true", help="embed, index and retrieve; evaluate nothing")
     parser.add_argument("--train-queries", type=int, default=200, help="training queries per other collection")

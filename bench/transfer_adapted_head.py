@@ -17,7 +17,6 @@ collections) and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import replace
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, write_results
-from bench.transfer import COLLECTIONS, FUSIONS, ROOT, collection_config, collection_lists, ranked
+from bench.transfer import FUSIONS, ROOT, collection_config, collection_lists, collection_parser, ranked
 from bench.transfer_head import FIXED, RUN as HEAD_RUN
 from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import load_config
@@ -41,10 +40,7 @@ RESULTS = ROOT / "bench" / "results" / "transfer_adapted_head.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "jobs" / "demo.toml")
-    parser.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
-    parser.add_argument("--out", type=Path, default=ROOT / "work" / "transfer")
+    parser = collection_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=3, help="the epoch cap of each fine-tuning")
     parser.add_argument("--lr", type=float, default=3e-4, help="the fine-tuning's learning rate")
     parser.add_argument("--pseudo-queries", type=int, default=500)

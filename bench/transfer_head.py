@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, write_results
-from bench.transfer import COLLECTIONS, FUSIONS, ROOT, collection_config, collection_lists, ranked
+from bench.transfer import COLLECTIONS, FUSIONS, ROOT, collection_config, collection_lists, collection_parser, ranked
 from listcon.jobs.config import ExtraSource, load_config
 from listcon.jobs.mine_job import mine
 from listcon.jobs.rerank_job import rerank
@@ -43,11 +43,7 @@ FIXED = {"rrf": "rrf", "convex": "fused"}  # the hybrid lists' fixed rankings, b
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "jobs" / "demo.toml")
-    parser.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS),
-                        help="the collections to leave out, in this order")
-    parser.add_argument("--out", type=Path, default=ROOT / "work" / "transfer")
+    parser = collection_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=4, help="the epoch cap of each training")
     parser.add_argument("--queries-per-source", type=int, default=200, help="training queries of each other collection")
     args = parser.parse_args()
