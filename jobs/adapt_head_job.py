@@ -25,9 +25,10 @@ from listcon.jobs.retrieve_job import retrieve
 from listcon.jobs.train_job import TrainResult, train
 from listcon.pipeline.adaptation.pseudo_collection import (SPLIT, pseudo_collection, write_pseudo_collection,
                                                           written_digest)
-from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
-from listcon.pipeline.data.readers import read_corpus
+from listcon.pipeline.adaptation.pseudo_queries import PseudoQuery, pseudo_queries
+from listcon.pipeline.data.readers import Corpus, read_corpus
 from listcon.pipeline.heads.directory import RESULT_FILE
+from listcon.pipeline.store.atomic import swap_dir
 from listcon.pipeline.store.workdir import Workdir
 from listcon.schemas import to_dict
 
@@ -78,15 +79,22 @@ def fine_tune_pending(config: Config) -> str | None:
     return None if json.loads(result.read_text())["provenance"]["settings"] == wanted else "its options changed"
 
 
-def _collection(config: Config) -> tuple[tuple[dict[str, str], str], int]:
-    """(the pseudo collection's files and digest, how many pseudo-queries) of the corpus and ``[adapt]``."""
-    options = config.adapt
+def corpus_pseudo_queries(config: Config) -> tuple[Corpus, list[PseudoQuery]]:
+    """The corpus (read as embed read it) and its pseudo-queries by ``[adapt]``; fewer than 2 is refused in one line.
+    The fusion choice and the fine-tuning both take them from here, so they are the same pseudo-queries."""
     corpus = read_corpus(config.need_data(), empty="skip" if config.embed.skip_empty else "error")
-    ids, titles, texts = (corpus.table[c].to_pylist() for c in ("id", "title", "text"))
-    pseudo = pseudo_queries(ids, titles, texts, options.pseudo_queries, options.seed)
+    pseudo = pseudo_queries(corpus.table["id"].to_pylist(), corpus.table["title"].to_pylist(),
+                            corpus.table["text"].to_pylist(), config.adapt.pseudo_queries, config.adapt.seed)
     if len(pseudo) < 2:
         raise ValueError(f"adapt: the corpus {config.data} gives {len(pseudo)} pseudo-queries (passages of at least "
                          "6 words are cut); at least 2 are needed")
+    return corpus, pseudo
+
+
+def _collection(config: Config) -> tuple[tuple[dict[str, str], str], int]:
+    """(the pseudo collection's files and digest, how many pseudo-queries) of the corpus and ``[adapt]``."""
+    corpus, pseudo = corpus_pseudo_queries(config)
+    ids, titles, texts = (corpus.table[c].to_pylist() for c in ("id", "title", "text"))
     return pseudo_collection(ids, titles, texts, pseudo), len(pseudo)
 
 
@@ -111,4 +119,4 @@ def _seed_cache(config: Config, pseudo: Workdir) -> None:
     staged = destination.with_name(destination.name + ".staged")
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(target, staged)
-    staged.rename(destination)
+    swap_dir(staged, destination)

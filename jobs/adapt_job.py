@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from listcon.jobs.adapt_head_job import adapt_head, check_init
+from listcon.jobs.adapt_head_job import adapt_head, check_init, corpus_pseudo_queries
 from listcon.jobs.config import Config
 from listcon.jobs.lock import locked
 from listcon.jobs.plans import adapt_provenance
@@ -23,9 +23,7 @@ from listcon.jobs.runtime import log_config
 from listcon.jobs.train_job import TrainResult
 from listcon.pipeline.adaptation.fusion_choice import DENSE_WEIGHTS, choose_fusion, pseudo_gains
 from listcon.pipeline.adaptation.pseudo_lists import pseudo_candidates
-from listcon.pipeline.adaptation.pseudo_queries import pseudo_queries
 from listcon.pipeline.adaptation.record import ADAPTATION_FILE, read_adaptation, write_adaptation
-from listcon.pipeline.data.readers import read_corpus
 from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.retrieval.lexical import LexicalSpec, read_manifest
 from listcon.pipeline.store.corpus_state import check_corpus_current
@@ -91,15 +89,10 @@ def pseudo_evidence(config: Config, k: int, progress: bool = False, weights: tup
     """(``pseudo_gains`` of the corpus's pseudo-queries for the z-fusions at ``weights``, how many of each kind
     were cut): the corpus read from ``config.data``, its cached vectors and indexes' settings from the workdir;
     no query, no judgment."""
-    work, settings, options = config.work, config.encoder, config.adapt
+    work, settings = config.work, config.encoder
     passages = EmbeddingCache(work.passages)
-    corpus = read_corpus(config.data, empty="skip" if config.embed.skip_empty else "error")
+    corpus, pseudo = corpus_pseudo_queries(config)
     ids = corpus.table["id"].to_pylist()
-    pseudo = pseudo_queries(ids, corpus.table["title"].to_pylist(), corpus.table["text"].to_pylist(),
-                            options.pseudo_queries, options.seed)
-    if len(pseudo) < 2:
-        raise ValueError(f"adapt: the corpus {config.data} gives {len(pseudo)} pseudo-queries (passages of at least "
-                         "6 words are cut); at least 2 are needed")
     encoder = settings.load(device="cpu")
     try:
         passages.check_encoder(settings.expected_metadata(encoder))
