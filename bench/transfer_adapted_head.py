@@ -25,15 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, write_results
-from bench.transfer import FUSIONS, ROOT, collection_config, collection_lists, collection_parser, ranked
-from bench.transfer_head import FIXED, RUN as HEAD_RUN
+from bench.transfer import ROOT, collection_config, collection_parser
+from bench.transfer_head import RUN as HEAD_RUN, scored
 from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import load_config
 from listcon.jobs.rerank_job import rerank
 from listcon.jobs.runtime import setup_logging
-from listcon.pipeline.data.readers import read_qrels
-from listcon.pipeline.evaluation.evaluate import paired_test, per_query
-from listcon.pipeline.store.ranked_lists import read_trec
+from listcon.pipeline.evaluation.evaluate import paired_test
 
 RUN = "head-adapted"
 RESULTS = ROOT / "bench" / "results" / "transfer_adapted_head.json"
@@ -63,13 +61,7 @@ def main() -> None:
         forced = replace(target, rerank=replace(base.rerank, model_dir=result.out, run_name=RUN, depths=(),
                                                 settings=replace(base.rerank.settings, outside_domain="head")))
         rerank(forced, progress=False)
-        qrels = read_qrels(target.data, target.split)
-        lists = collection_lists(target, args.out / name / "hybrid.npz", "hybrid")
-        values = {run: per_query(qrels, ranked(lists, by), ["nDCG@10"])["nDCG@10"] for run, by in FIXED.items()}
-        for run in (HEAD_RUN, RUN):
-            values[run] = per_query(qrels, read_trec(target.work.run(target.split, run)), ["nDCG@10"])["nDCG@10"]
-        means = {run: float(np.mean(list(v.values()))) for run, v in values.items()}
-        best = max(FUSIONS["hybrid"], key=means.get)
+        values, means, best = scored(target, args.out / name, [HEAD_RUN, RUN])
         history = {h["epoch"]: h for h in result.history}
         row = {"name": name, "queries": len(values[RUN]), "best_fusion": best, "fusion": means[best],
                "head": means[HEAD_RUN], "head_delta": means[HEAD_RUN] - means[best],

@@ -70,14 +70,7 @@ def main() -> None:
                                                 settings=replace(base.rerank.settings, outside_domain="head")))
         for depth in (None, *DEPTHS):
             rerank(forced, depth=depth, run_name=RUN if depth is None else f"{RUN}-top{depth}", progress=False)
-        qrels = read_qrels(target.data, target.split)
-        lists = collection_lists(target, args.out / held_out / "hybrid.npz", "hybrid")
-        values = {run: per_query(qrels, ranked(lists, by), ["nDCG@10"])["nDCG@10"] for run, by in FIXED.items()}
-        for depth in (*DEPTHS, None):
-            name = RUN if depth is None else f"{RUN}-top{depth}"
-            values[name] = per_query(qrels, read_trec(target.work.run(target.split, name)), ["nDCG@10"])["nDCG@10"]
-        means = {run: float(np.mean(list(v.values()))) for run, v in values.items()}
-        best = max(FUSIONS["hybrid"], key=means.get)
+        values, means, best = scored(target, args.out / held_out, [RUN, *(f"{RUN}-top{d}" for d in DEPTHS)])
         row = {"name": held_out, "queries": len(values[RUN]), "rrf": means["rrf"], "convex": means["convex"],
                "best_fusion": best, "head": means[RUN], "head_delta": means[RUN] - means[best],
                "head_p": paired_test(values[RUN], values[best]), "best_epoch": result.best_epoch,
@@ -91,6 +84,18 @@ def main() -> None:
     print_table(rows, ["name", "queries", "rrf", "convex", "head", "head_delta", "head_p", "listcon", "listcon_delta",
                        "best_epoch", "train_seconds"])
     print(f"wrote {written}")
+
+
+def scored(target, out: Path, runs: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, float], str]:
+    """(per-query nDCG@10 of the fixed fusions and of the workdir's ``runs``, their means, the better fusion) on a
+    left-out collection's judged queries."""
+    qrels = read_qrels(target.data, target.split)
+    lists = collection_lists(target, out / "hybrid.npz", "hybrid")
+    values = {run: per_query(qrels, ranked(lists, by), ["nDCG@10"])["nDCG@10"] for run, by in FIXED.items()}
+    for run in runs:
+        values[run] = per_query(qrels, read_trec(target.work.run(target.split, run)), ["nDCG@10"])["nDCG@10"]
+    means = {run: float(np.mean(list(v.values()))) for run, v in values.items()}
+    return values, means, max(FUSIONS["hybrid"], key=means.get)
 
 
 def earlier(args: argparse.Namespace) -> tuple[list[dict], dict]:
