@@ -37,7 +37,7 @@ from listcon.jobs.config import (
     read_toml,
 )
 from listcon.jobs.runtime import (JOB_SIGNAL_HANDLERS, RECEIVED_SIGNALS, bound_heap, native_log_lines_held_back,
-                                  setup_logging, stop_ray_started_since)
+                                  setup_logging, stop_ray_started_since, stopped_by_signal)
 from listcon.model.head_config import ListConRankerConfig
 from listcon.model.schedule import PruneSchedule
 from listcon.pipeline.adaptation.settings import AdaptSettings
@@ -232,10 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         stop_ray_started_since(False)  # the job's own local Ray goes with it; a cluster is only disconnected
         log.error("interrupted by %s: nothing half-done was committed; rerun the same command to resume",
                   signal.Signals(signum).name)
-        JOB_SIGNAL_HANDLERS.clear()
-        RECEIVED_SIGNALS.clear()
-        return 128 + signum
+        code = 128 + signum
     JOB_SIGNAL_HANDLERS.clear()
+    RECEIVED_SIGNALS.clear()
     for s, handler in handlers.items():  # in-process callers (tests, notebooks) get theirs back
         signal.signal(s, handler)
     return code
@@ -268,13 +267,16 @@ def _main(args: argparse.Namespace, verbose: bool) -> int:
             return 0 if found.up_to_date else 1
         config = config_from_args(args)
         _run_step(args.command, config, progress=not args.no_progress)
-    except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as err:
-        if verbose:
-            log.exception("%s: %s", type(err).__name__, err)
-        else:
-            log.error("%s", err)
-        return 2
-    except Exception as err:  # a node or worker lost mid-job: say so in one line; the work done so far is kept
+    except Exception as err:
+        if stopped_by_signal(err):  # the stop, in a library's wrapping: an interruption, not bad input
+            raise KeyboardInterrupt(signal.Signals(RECEIVED_SIGNALS[0]).name) from err
+        if isinstance(err, (DataError, ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError, OSError)):
+            if verbose:
+                log.exception("%s: %s", type(err).__name__, err)
+            else:
+                log.error("%s", err)
+            return 2
+        # a node or worker lost mid-job: say so in one line; the work done so far is kept
         if not type(err).__module__.startswith("ray") or verbose:
             raise
         first = (str(err).strip().splitlines() or [""])[0][:300]
@@ -296,6 +298,8 @@ def entry() -> None:
     the interpreter's shutdown, where libraries' threads have turned a handled interrupt into a death by SIGINT."""
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        for s in (signal.SIGINT, signal.SIGTERM):  # main gave the default handlers back: none may cut the exit short
+            signal.signal(s, signal.SIG_IGN)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

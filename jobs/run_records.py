@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from listcon.jobs.runtime import RECEIVED_SIGNALS, git_sha
+from listcon.jobs.runtime import RECEIVED_SIGNALS, git_sha, stopped_by_signal
 from listcon.pipeline.store.lance_tables import open_table
 from listcon.schemas import to_dict
 
@@ -64,12 +64,15 @@ def recorded(step: str, config) -> Iterator[dict]:
     try:  # a signal may land anywhere from here on, reading the tables included: it is recorded
         before = table_versions(work)
         yield holder
+    except Exception as err:
+        if stopped_by_signal(err):
+            status = "interrupted"
+        else:
+            status = "lost node" if type(err).__module__.startswith("ray") else "error"
+            error = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+        raise
     except KeyboardInterrupt:
         status = "interrupted"
-        raise
-    except Exception as err:
-        status = "lost node" if type(err).__module__.startswith("ray") else "error"
-        error = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
         raise
     finally:
         outcome = _outcome(holder.get("result"))

@@ -172,6 +172,13 @@ def storage_env() -> dict[str, str]:
 JOB_SIGNAL_HANDLERS: dict = {}
 RECEIVED_SIGNALS: list[int] = []  # the signals that stopped the job (Ray may re-raise one as a bare KeyboardInterrupt)
 
+
+def stopped_by_signal(err: BaseException) -> bool:
+    """Whether ``err`` ends the job because a stop signal arrived: the KeyboardInterrupt the handler raises, or
+    whatever a library turned it into (lance re-raises one from a stream it pulls as an ``OSError``; Ray may
+    re-raise one as its own error). Any error once a signal has arrived is the stop, not a failure to report."""
+    return isinstance(err, KeyboardInterrupt) or bool(RECEIVED_SIGNALS)
+
 CONNECT_TIMEOUT_S = 15.0  # how long a cluster address may take to answer before the job gives up
 
 

@@ -64,12 +64,13 @@ def adi_job(work: Path | str, top: str = "", train: str = "", rerank: str = "") 
 
 
 def kill_when(argv: list[str], ready: Callable[[], bool], env: dict, timeout: float = 300,
-              sig: int = signal.SIGKILL) -> tuple[int, float, int] | None:
+              sig: int = signal.SIGKILL, stderr: Path | None = None) -> tuple[int, float, int] | None:
     """Start ``argv`` in its own session and process group; send ``sig`` to the group once ``ready()``.
 
-    Returns (exit code, seconds from the signal to the exit, the session id), or None if it ended first."""
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    Returns (exit code, seconds from the signal to the exit, the session id), or None if it ended first.
+    Its stderr goes to the file ``stderr`` (for a failing test to show), else nowhere."""
+    with open(stderr or os.devnull, "w") as err:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     deadline = time.time() + timeout
     while proc.poll() is None and time.time() < deadline:
         if ready():

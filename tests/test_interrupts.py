@@ -23,12 +23,12 @@ from listcon.pipeline.store.ranked_lists import read_trec
 from test_faults import CLI, DATA, ENV, base, run  # noqa: F401 (base: the embedded, mined adi workdir and a head)
 
 
-def stopped(argv: list[str], ready, sig: int) -> None:
+def stopped(argv: list[str], ready, sig: int, log: Path) -> None:
     """Signal the step's process group once ``ready()``: exit 128 + sig within 10 s, nothing of it left 10 s later."""
-    result = kill_when([*CLI, *argv, "--no-progress"], ready, ENV, timeout=600, sig=sig)
+    result = kill_when([*CLI, *argv, "--no-progress"], ready, ENV, timeout=600, sig=sig, stderr=log)
     assert result is not None, "the step finished before it could be interrupted"
     code, seconds, session = result
-    assert code == 128 + sig and seconds < 10, (code, seconds)
+    assert code == 128 + sig and seconds < 10, (code, seconds, log.read_text()[-2000:])
     deadline = time.time() + 10
     while session_processes(session) and time.time() < deadline:
         time.sleep(0.5)
@@ -58,13 +58,13 @@ CASES = [case("embed", signal.SIGINT, True), case("embed", signal.SIGTERM, False
 @pytest.mark.parametrize("step, sig", CASES)
 def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tmp_path, step, sig):
     head = str(base.parent / "head")
-    work = tmp_path / "w"
+    work, log = tmp_path / "w", tmp_path / "stderr.log"
     shutil.copytree(base, work, ignore=shutil.ignore_patterns(LOCK_FILE))
     if step == "embed":  # a fresh cache, committed 8 rows at a time: stopped between two commits
         argv = lambda w: ["embed", DATA, "--workdir", str(w), "--chunk-rows", "8", "--batch-size", "8"]  # noqa: E731
         run(argv(tmp_path / "ref"))
         shutil.rmtree(work / "passages.lance")
-        stopped(argv(work), lambda: (work / "passages.lance").is_dir(), sig)
+        stopped(argv(work), lambda: (work / "passages.lance").is_dir(), sig, log)
         run(argv(work))
         got, expected = table(work / "passages.lance", "id"), table(tmp_path / "ref" / "passages.lance", "id")
         assert got.drop_columns(["vector"]).equals(expected.drop_columns(["vector"]))  # every row once, none lost
@@ -74,7 +74,7 @@ def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tm
     elif step == "retrieve":
         shutil.rmtree(work / "candidates")
         argv = ["retrieve", DATA, "--workdir", str(work), "--split", "test", "--k", "50"]
-        stopped(argv, lambda: holding(work, "retrieve"), sig)  # it holds the workdir: loading, or retrieving
+        stopped(argv, lambda: holding(work, "retrieve"), sig, log)  # it holds the workdir: loading, or retrieving
         run(argv)
         assert table(work / "candidates" / "test.lance", "passage_id").sort_by([("query_id", "ascending"), (
             "rank", "ascending")]).equals(table(base / "candidates" / "test.lance", "passage_id").sort_by(
@@ -83,7 +83,7 @@ def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tm
         args = lambda out: ["train", DATA, "--workdir", str(work), "--split", "test", "--epochs", "4",  # noqa: E731
                             "--patience", "10", "--out", str(out), "--first-stage-prior"]
         run(args(tmp_path / "ref"))
-        stopped(args(tmp_path / "head"), (tmp_path / "head" / "checkpoints" / "epoch-0001").is_dir, sig)
+        stopped(args(tmp_path / "head"), (tmp_path / "head" / "checkpoints" / "epoch-0001").is_dir, sig, log)
         assert not (tmp_path / "head" / "train_result.json").exists()  # unfinished: nothing reranks with it
         run(args(tmp_path / "head"))
         for name in ("model.safetensors", "config.json"):
@@ -93,10 +93,42 @@ def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tm
         reference = Path(shutil.copytree(base, tmp_path / "ref", ignore=shutil.ignore_patterns(LOCK_FILE)))
         run(argv(reference))
         marks = work / "rankings" / ".test.listcon.shards"
-        stopped(argv(work), lambda: len(list(marks.rglob("shard-*.parquet"))) >= 2, sig)
+        stopped(argv(work), lambda: len(list(marks.rglob("shard-*.parquet"))) >= 2, sig, log)
         run(argv(work))
         assert read_trec(work / "runs" / "test.listcon.trec") == read_trec(reference / "runs" / "test.listcon.trec")
         assert table(work / "rankings" / "test.lance", "passage_id").equals(
             table(reference / "rankings" / "test.lance", "passage_id"))
     ends = [(r["step"], r["status"], r["exit"]) for r in read_records(Workdir(work))]
     assert (step, "interrupted", 128 + sig) in ends and ends[-1] == (step, "done", 0)  # the run records say so
+
+
+
+def test_an_error_raised_once_a_stop_signal_arrived_is_the_interruption(adi_embedded, tmp_path, monkeypatch, caplog):
+    """A library may turn the handler's KeyboardInterrupt into its own error (lance: an OSError when it surfaces in
+    a stream lance pulls; an error in some cleanup on the way out): the step still exits 128 + signal, says it
+    was interrupted, is recorded so, commits nothing, and a rerun resumes. Not a bad-input exit 2."""
+    from listcon.jobs import retrieve_job
+    from listcon.jobs.cli import main
+
+    work = Path(shutil.copytree(adi_embedded, tmp_path / "w", ignore=shutil.ignore_patterns(LOCK_FILE, "runs.jsonl")))
+    shutil.rmtree(work / "candidates")
+    argv = ["retrieve", DATA, "--workdir", str(work), "--split", "test", "--k", "50", "--no-progress"]
+
+    def stopped_inside_a_library(reader, uri, provenance):
+        try:
+            signal.raise_signal(signal.SIGTERM)  # delivered to the handler the command line installs
+        except KeyboardInterrupt as err:
+            raise OSError(f"LanceError(Arrow): Python exception: {err!r}") from err
+
+    monkeypatch.setattr(retrieve_job, "write_ranked", stopped_inside_a_library)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before  # an in-process caller gets its handler back
+    assert "interrupted by SIGTERM: nothing half-done was committed" in caplog.text
+    assert not (work / "candidates" / "test.lance").exists()
+    assert [(r["status"], r["exit"]) for r in read_records(Workdir(work))] == [("interrupted", 128 + signal.SIGTERM)]
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert table(work / "candidates" / "test.lance", "passage_id").sort_by([("query_id", "ascending"), (
+        "rank", "ascending")]).equals(table(adi_embedded / "candidates" / "test.lance", "passage_id").sort_by(
+            [("query_id", "ascending"), ("rank", "ascending")]))
