@@ -79,9 +79,12 @@ def native_log_lines_held_back(enabled: bool = True):
     def pump() -> None:
         pending = b""
         while True:
-            ready, _, _ = select.select([read_end], [], [], 0.05)
+            # Whether the block had ended, read *before* looking: all it wrote is in the pipe by then, so an empty
+            # look after it means the end (the pipe never reaches EOF: Ray's daemons inherited its write end).
+            finished = done.is_set()
+            ready, _, _ = select.select([read_end], [], [], 0 if finished else 0.05)
             if not ready:
-                if done.is_set():
+                if finished:
                     break
                 continue
             chunk = os.read(read_end, 1 << 16)

@@ -50,3 +50,33 @@ def test_ray_native_lines_are_held_back_and_every_other_byte_passes_in_order():
     assert done.returncode == 0, done.stderr
     assert done.stderr == (b"12:00:00 INFO listcon: kept\nembed:  50%|#####     | 1/2\r[not Ray's] a bracketed line\n"
                            b"no line end at the close" b"after\n")
+
+
+STALLED = r'''
+import sys, threading, time, types
+from listcon.jobs import runtime
+look, armed = runtime.select.select, threading.Event()
+stalled = []
+
+def stalling(*args):  # the pump descheduled once between an empty look at the pipe and what it does next
+    found = look(*args)
+    if armed.is_set() and not found[0] and not stalled and threading.current_thread().name == "listcon-stderr":
+        stalled.append(True)
+        time.sleep(0.5)
+    return found
+
+runtime.select = types.SimpleNamespace(select=stalling)
+with runtime.native_log_lines_held_back():
+    armed.set()
+    time.sleep(0.2)  # the pump is stalled now; the job writes its last line and leaves the block meanwhile
+    sys.stderr.write("12:00:00 ERROR listcon: the last line\n"); sys.stderr.flush()
+assert stalled
+'''
+
+
+def test_the_last_line_before_the_block_ends_passes_however_the_pump_thread_is_scheduled():
+    """The line a failing job logs last (its one-line error) reaches stderr even when the thread passing lines on
+    was descheduled right when the block ended (once a load-dependent flake: the error line went missing)."""
+    done = subprocess.run([sys.executable, "-c", STALLED], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b"12:00:00 ERROR listcon: the last line\n"
