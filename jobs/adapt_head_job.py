@@ -30,6 +30,7 @@ from listcon.pipeline.data.readers import Corpus, read_corpus
 from listcon.pipeline.heads.directory import RESULT_FILE
 from listcon.pipeline.store.atomic import swap_dir
 from listcon.pipeline.store.workdir import Workdir
+from listcon.pipeline.training.settings import settings_as_now
 from listcon.schemas import to_dict
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def fine_tune_pending(config: Config) -> str | None:
     if written_digest(config.work.root / ADAPTATION_DIR / "data") != _collection(config)[0][1]:
         return "the pseudo-queries changed"
     wanted = to_dict(_pseudo_config(config).train.settings)
-    return None if json.loads(result.read_text())["provenance"]["settings"] == wanted else "its options changed"
+    recorded = settings_as_now(json.loads(result.read_text())["provenance"]["settings"])
+    return None if recorded == wanted else "its options changed"
 
 
 def corpus_pseudo_queries(config: Config) -> tuple[Corpus, list[PseudoQuery]]:

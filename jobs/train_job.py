@@ -28,6 +28,7 @@ from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.heads.directory import CHECKPOINTS, MARKER_FILE, RESULT_FILE
 from listcon.pipeline.training.checkpoints import discard_failed, latest_state
 from listcon.pipeline.training.data import Source, load_training
+from listcon.pipeline.training.settings import settings_as_now
 from listcon.pipeline.heads.domain import DOMAIN_FILE, corpus_digest, write_domain
 from listcon.pipeline.training.loop import (FitResult, TrainSettings, ddp_unused_parameters, domain_verdicts, fit,
                                             starts_as_anchor)
@@ -162,7 +163,8 @@ def train(config: Config) -> TrainResult:
     result_path = Path(out) / RESULT_FILE
     if result_path.is_file():
         saved = json.loads(result_path.read_text())
-        if saved.get("provenance") == provenance:
+        recorded = saved.get("provenance") or {}
+        if {**recorded, "settings": settings_as_now(recorded.get("settings") or {})} == provenance:
             log.info("train: %s already holds this training's result; nothing to do", out)
             return TrainResult(out, **{f.name: saved[f.name] for f in fields(FitResult)}, up_to_date=True)
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from listcon.model.choices import ATTENTIONS, FEATURES
 from listcon.schemas import SIGNALS, ConfigError, build, check_choices, check_ranges, choice, option
@@ -30,6 +31,10 @@ class CheckpointError(ValueError):
 class ListConRankerConfig:
     """Shape and variant of the listwise head; stored in every checkpoint as config.json."""
 
+    # Options the evidence retired: a config naming one is refused with why (schemas.build reads this).
+    RETIRED: ClassVar[dict[str, str]] = {
+        "signal_input": "retired in 2026-12: a head's signals enter its prior only (signals also in the Transformer "
+                        "input lost in and out of domain, docs/results.md); remove the key"}
     embed_dim: int = option(384, "width of the encoder features (set from the cache when training)", flag=False, at_least=1)
     hidden_size: int = option(384, "list width (a linear projection maps embed_dim to it when they differ)", at_least=1)
     num_heads: int = option(12, "attention heads of the ListTransformer", at_least=1)
@@ -43,11 +48,10 @@ class ListConRankerConfig:
     # initialised (a=10, b=0) so the untrained head ranks exactly like the first stage.
     first_stage_prior: bool = option(False, "score = sigmoid(a*cos + b*head), starting as the first stage (not in the paper)")
     # Not in the paper: per-candidate first-stage signals (listcon.schemas.SIGNALS) the head takes beside
-    # the embeddings. They enter the Transformer input (so ListAttention compares them across the list;
-    # signal_input=False keeps them in the prior only) and a learned prior w . signals + c + a*cos + b*head,
-    # initialised (w = 4 spread over the anchor's signals, c=-2) so the untrained head ranks by the anchor.
-    signals: tuple[str, ...] = option((), "first-stage signals the head takes (e.g. fused lexical dense)")
-    signal_input: bool = option(True, "signals also enter the Transformer input, not only the prior")
+    # the embeddings, in a learned prior w . signals + c + a*cos + b*head, initialised (w = 4 spread over the
+    # anchor's signals, c=-2) so the untrained head ranks by the anchor. (They also entered the Transformer
+    # input until 2026-12, `signal_input`: see RETIRED.)
+    signals: tuple[str, ...] = option((), "first-stage signals the head takes in its prior (e.g. fused lexical dense)")
     # The fixed fusion the prior starts from, and what the head falls back to where its learned part is
     # off (a corpus outside its domain): {signal: weight}; empty = the first signal alone.
     anchor: dict[str, float] = option({}, "the prior's starting fusion, {signal: weight} (default: the first signal)",
@@ -82,10 +86,24 @@ class ListConRankerConfig:
         """Rebuild from a saved dict, refusing keys, types or values this version does not know."""
         if not isinstance(saved, dict):
             raise CheckpointError(f"checkpoint config must be a JSON object of head settings, got {type(saved).__name__}")
+        saved = head_as_now(saved)
         try:
             return build(cls, saved, "head")
         except (ConfigError, ValueError, TypeError) as err:
             raise CheckpointError(f"checkpoint config: {err}") from None
+
+
+def head_as_now(saved: dict) -> dict:
+    """A head config an earlier version saved, as this one writes it: a retired option dropped where it changed
+    nothing (``signal_input`` off, or on a head without signals); CheckpointError where the head relied on it."""
+    if "signal_input" not in saved:
+        return saved
+    saved = dict(saved)
+    if saved.pop("signal_input") and saved.get("signals"):
+        raise CheckpointError("checkpoint config: this head takes its signals as Transformer input too "
+                              "(signal_input = true), which listcon no longer runs (retired in 2026-12: the "
+                              "prior-only head won in and out of domain, docs/results.md); retrain it")
+    return saved
 
 
 def read_head_config(directory: str | Path) -> ListConRankerConfig:

@@ -107,10 +107,6 @@ class ListConRanker(nn.Module):
             self.prior = nn.Parameter(self.initial_prior()[0])
         if config.signals:
             self.signal_prior = nn.Parameter(self.initial_prior()[1])  # per-signal weights, then the bias
-            if config.signal_input:
-                self.signal_in = nn.Linear(len(config.signals), w)
-                nn.init.zeros_(self.signal_in.weight)
-                nn.init.zeros_(self.signal_in.bias)
 
     def logits(self, query: torch.Tensor, passages: torch.Tensor, mask: torch.Tensor,
                signals: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,8 +121,6 @@ class ListConRanker(nn.Module):
                                     query, passages, mask, signals)
         batch, n, _ = passages.shape
         h = self.linear_in_embedding(torch.cat([query[:, None, :], passages], dim=1))  # [B, 1+N, W]
-        if hasattr(self, "signal_in"):
-            h = torch.cat([h[:, :1], h[:, 1:] + self.signal_in(signals.to(h.dtype))], dim=1)
         h_q, h_p = h[:, :1], h[:, 1:]
         branches = []
         if hasattr(self, "score_original"):

@@ -102,6 +102,8 @@ def build(cls: type[T], data: dict, section: str = "") -> T:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
+        if key in getattr(cls, "RETIRED", {}):
+            raise ConfigError(f"config key {where(section, key)!r} was {cls.RETIRED[key]}")
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
             hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(known))}"

@@ -35,6 +35,8 @@ def load(tmp_path, text: str) -> Config:
     ("[train.settings.head]\nattention = \"lists\"\n",
      "config key 'train.settings.head.attention' must be one of list, bidirectional, passage; got 'lists'"),
     ("[rerank.settings]\nprecision = \"int4\"\n", "config key 'rerank.settings.precision' must be one of auto, fp32, fp16, bf16"),
+    ("[train.settings.head]\nsignal_input = false\n",
+     "config key 'train.settings.head.signal_input' was retired in 2026-12: a head's signals enter its prior only"),
     ("[schedule]\nbeta = 0.0\n", "[schedule] beta must be a finite number above 0 and at most 1; got 0.0"),
         ("[train.settings]\nlr = nan\n", "[train.settings] lr must be a finite number at least 0; got nan"),
         ("[retrieve]\nrrf_k = -60\n", "[retrieve] rrf_k must be an integer at least 0; got -60"),

@@ -16,6 +16,7 @@ from listcon.jobs.cli import main
 from listcon.jobs.config import Config, TrainOptions
 from listcon.jobs.train_job import TrainResult, train
 from listcon.model import ListConRanker, ListConRankerConfig
+from listcon.model.head_config import CheckpointError
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
@@ -58,6 +59,24 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
     with caplog.at_level(logging.INFO):
         assert main(args) == 0
     assert "already holds this training's result" in caplog.text
+    caplog.clear()
+    # recorded before `signal_input` was retired (its default was on; without signals it changed nothing):
+    # the same training, still loadable; a head that relied on it is refused in one line
+    recorded = json.loads((out / "train_result.json").read_text())
+    recorded["provenance"]["settings"]["head"]["signal_input"] = True
+    (out / "train_result.json").write_text(json.dumps(recorded))
+    written = (out / "config.json").read_bytes()
+    saved = json.loads(written)
+    (out / "config.json").write_text(json.dumps({**saved, "signal_input": True}))
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "already holds this training's result" in caplog.text
+    assert ListConRanker.from_pretrained(out).config == ListConRankerConfig.from_dict(
+        {k: v for k, v in saved.items() if k != "format"})
+    (out / "config.json").write_text(json.dumps({**saved, "signal_input": True, "signals": ["fused"]}))
+    with pytest.raises(CheckpointError, match=r"signal_input = true\), which listcon no longer runs .*; retrain it$"):
+        ListConRanker.from_pretrained(out)
+    (out / "config.json").write_bytes(written)
     caplog.clear()
     with caplog.at_level(logging.INFO):  # other settings: the old checkpoints must not be resumed
         assert main([*args[:-2], "--num-workers", "0", "--lr", "0.01"]) == 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from listcon.model.choices import LOSS_NAMES, PRECISIONS
-from listcon.model.head_config import ListConRankerConfig
+from listcon.model.head_config import CheckpointError, ListConRankerConfig, head_as_now
 from listcon.schemas import check_choices, check_ranges, choice, option
 
 if TYPE_CHECKING:
@@ -63,3 +63,15 @@ class TrainSettings:
             margin = STAGE_MARGINS[self.stage] if self.margin is None else self.margin
             return lambda s, y, m: fn(s, y, m, gamma=self.gamma, m=margin)
         return fn
+
+
+def settings_as_now(saved: dict) -> dict:
+    """A training's settings (``to_dict`` form) an earlier version recorded, as this one writes them
+    (``head_as_now``): a retired option that changed nothing does not make a rerun train again; where the head
+    relied on one, they stay as recorded, unequal to any settings now."""
+    if not isinstance(saved.get("head"), dict):
+        return saved
+    try:
+        return {**saved, "head": head_as_now(saved["head"])}
+    except CheckpointError:
+        return saved
