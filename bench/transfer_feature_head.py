@@ -27,7 +27,7 @@ with every collection equally likely, so that no single one decides the head. Ev
 collection is scored; nothing is chosen on a left-out collection. Each left-out collection's lists are reranked
 at the depths of its depth curve (the prior's top N reordered, the rest below).
 
-    python -m bench.transfer_feature_head [--collections scifact ...] [--steps 1500] [--seeds 0 1 2]
+    python -m bench.transfer_feature_head [--collections scifact ...] [--steps 1000] [--seeds 0 1]
 
 Needs ``python -m bench.transfer`` first (its candidate lists and each collection's adapted fusion, cached in
 work/transfer). Writes bench/results/transfer_feature_head.json and prints a table.
@@ -163,8 +163,8 @@ def main() -> None:
     parser = collection_parser(__doc__)
     parser.add_argument("--train-queries", type=int, default=200, help="training queries per other collection")
     parser.add_argument("--depth", type=int, default=100, help="training lists: the prior's top-N")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of 16 lists")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one head per seed; rows average their runs' nDCG")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of 16 lists")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one head per seed; rows average their runs' nDCG")
     args = parser.parse_args()
     setup_logging()
     torch.set_num_threads(2)
