@@ -23,15 +23,11 @@ from bench.common import print_table, write_results
 from listcon.jobs.config import load_config
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query, without_self
+from listcon.pipeline.retrieval.signals import z_scores
 from listcon.pipeline.store.ranked_lists import read_ranked, read_trec, rows_by_query
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = ("hybrid-rrf", "hybrid-convex")
-
-
-def _standard(values: np.ndarray) -> np.ndarray:
-    spread = values.std()
-    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
 
 def computed_runs(candidates, k: int, rrf_k: int = 60) -> dict[str, dict[str, dict[str, float]]]:
@@ -44,7 +40,7 @@ def computed_runs(candidates, k: int, rrf_k: int = 60) -> dict[str, dict[str, di
         rrf = sum(np.where(r <= k, 1.0 / (rrf_k + r), 0.0) for r in ranks)
         convex = rows["score"].to_numpy().astype(np.float64)
         # convex is in [0, 1]; RRF of a passage both sides rank first is 2 / (rrf_k + 1): scaled to 1
-        fused = {"zsum": _standard(dense) + _standard(bm25), "convex+rrf": convex + 0.5 * rrf * (rrf_k + 1) / 2}
+        fused = {"zsum": z_scores(dense) + z_scores(bm25), "convex+rrf": convex + 0.5 * rrf * (rrf_k + 1) / 2}
         for name, scores in fused.items():
             runs[name][qid] = dict(zip(ids, scores.tolist()))
     return runs

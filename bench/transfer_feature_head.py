@@ -55,7 +55,7 @@ from listcon.model.losses.circle import circle_loss
 from listcon.model.ranker import EncoderLayer
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query
-from listcon.pipeline.retrieval.signals import LIST_FEATURES
+from listcon.pipeline.retrieval.signals import LIST_FEATURES, z_scores
 
 MODES = ("hybrid", "from-run")
 PRIORS = ("anchor", "shipped")
@@ -96,11 +96,6 @@ class FeatureListHead(nn.Module):
         return self.prior_scale * prior + self.bias + CAP * torch.tanh(head / CAP)
 
 
-def _z(values: np.ndarray) -> np.ndarray:
-    spread = values.std()
-    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
-
-
 def with_prior(lists: dict, prior: str, weight: float | None) -> dict:
     """``lists`` with ``by_prior``: the fallback fusion, or the shipped rule's adapted z-fusion at ``weight``."""
     if prior == "anchor" or weight is None:
@@ -116,7 +111,7 @@ def training_lists(sources: dict[str, dict], per_collection: int, depth: int, se
     for name in sorted(sources):
         lists = sources[name]
         groups = [g for g in (_ordered(lists, g, "prior")[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
-        found.append([(lists["features"][groups[i]][:, COLUMNS], _z(lists["by_prior"][groups[i]]),
+        found.append([(lists["features"][groups[i]][:, COLUMNS], z_scores(lists["by_prior"][groups[i]]),
                        np.minimum(lists["label"][groups[i]], 1)) for i in sorted(rng.permutation(len(groups))[:per_collection])])
     return found
 
@@ -152,7 +147,7 @@ def reranked(lists: dict, model: FeatureListHead, depth: int) -> dict[str, dict[
         order = _ordered(lists, group, "prior")
         top = order[:depth]
         features = torch.from_numpy(lists["features"][top][:, COLUMNS]).float()[None]
-        prior = torch.from_numpy(_z(lists["by_prior"][top])).float()[None]
+        prior = torch.from_numpy(z_scores(lists["by_prior"][top])).float()[None]
         scores = model(features, prior, torch.ones(1, len(top), dtype=torch.bool))[0].numpy()
         order = np.concatenate([top[np.lexsort((np.arange(len(top)), -scores))], order[depth:]])
         run[str(lists["query"][group[0]])] = {str(p): float(len(order) - i) for i, p in enumerate(lists["passage"][order])}
@@ -244,7 +239,7 @@ def _z_per_query(lists: dict) -> np.ndarray:
     """The prior z-scored within each query's whole candidate list (LambdaMART's init score)."""
     z = np.zeros(len(lists["by_prior"]))
     for group in _groups(lists):
-        z[group] = _z(lists["by_prior"][group])
+        z[group] = z_scores(lists["by_prior"][group])
     return z
 
 

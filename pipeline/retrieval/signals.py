@@ -151,7 +151,8 @@ ANCHOR = {"fused": 1.0, "rrf": 0.5}  # the demo head's anchor fusion: convex + 0
 CONTEXT_TOP = 10  # the centroid and neighbours come from the anchor's top-10
 
 
-def _z(values: np.ndarray) -> np.ndarray:
+def z_scores(values: np.ndarray) -> np.ndarray:
+    """``values`` standardised over themselves (one query's list): mean 0, spread 1; all zeros where they are equal."""
     spread = values.std()
     return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
@@ -165,8 +166,8 @@ def z_fusion(dense: np.ndarray, lexical: np.ndarray, dense_weight: float, extern
     """``dense_weight`` x z(dense) + (1 - ``dense_weight``) x z(lexical side), each side's scores standardised over
     the query's candidate list, so that a weight means the same on every corpus. With an external run the
     lexical side is the mean of the BM25 and external z-scores (an external run's scale is unknown; its z is not)."""
-    side = _z(lexical) if external is None else (_z(lexical) + _z(external)) / 2
-    return dense_weight * _z(dense) + (1.0 - dense_weight) * side
+    side = z_scores(lexical) if external is None else (z_scores(lexical) + z_scores(external)) / 2
+    return dense_weight * z_scores(dense) + (1.0 - dense_weight) * side
 
 
 def z_fusion_of(matrix: np.ndarray, dense_weight: float) -> np.ndarray:
@@ -214,10 +215,11 @@ def list_features(rows: pa.Table, k: int, vectors: np.ndarray, idf: tuple[int, f
     per_query = [idf[0], idf[1], idf[2], dense.std(), sorted_dense[0] - sorted_dense[1] if len(dense) > 1 else 0.0,
                  top_lexical[min(9, len(lexical) - 1)] / top_lexical[0] if top_lexical[0] > 0 else 0.0]
     columns = [
-        _z(dense), _z(lexical), dense - dense.max(), base[:, 1], base[:, 2], base[:, 3], base[:, 6], base[:, 4],
+        z_scores(dense), z_scores(lexical), dense - dense.max(),
+        base[:, 1], base[:, 2], base[:, 3], base[:, 6], base[:, 4],
         anchor, _discount(anchor_rank), -np.abs(np.log(signals.dense_rank) - np.log(signals.lexical_rank)),
         (lexical <= 0).astype(np.float64),
-        to_centroid, _z(to_centroid), to_top.max(axis=1) if len(top) > 1 else np.zeros(len(dense)),
+        to_centroid, z_scores(to_centroid), to_top.max(axis=1) if len(top) > 1 else np.zeros(len(dense)),
         *[np.full(len(dense), value, dtype=np.float64) for value in per_query],
     ]
     return np.stack(columns, axis=1).astype(np.float32)
