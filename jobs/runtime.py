@@ -182,6 +182,7 @@ def stopped_by_signal(err: BaseException) -> bool:
     re-raise one as its own error). Any error once a signal has arrived is the stop, not a failure to report."""
     return isinstance(err, KeyboardInterrupt) or bool(RECEIVED_SIGNALS)
 
+
 CONNECT_TIMEOUT_S = 15.0  # how long a cluster address may take to answer before the job gives up
 
 

@@ -8,7 +8,7 @@ measures the ratio on the machine at hand).
 The activations are quantized per call with one scale (the input's range), so a row's output
 depends on every row in the call: ``ListScorer`` therefore calls the int8 head on one list's
 live candidates at a time, and a list's scores never depend on what it is batched with. The
-attention scores, softmax, LayerNorm, the signal input, the final score layer and the prior
+attention scores, softmax, LayerNorm, the final score layer and the prior
 stay in fp32, so the int8 head reorders only candidates whose scores were already close.
 
 It runs on torch's fbgemm quantized kernels: weights quantized per output channel,
