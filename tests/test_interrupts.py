@@ -102,7 +102,6 @@ def test_a_signal_stops_the_step_and_a_rerun_resumes_to_the_same_output(base, tm
     assert (step, "interrupted", 128 + sig) in ends and ends[-1] == (step, "done", 0)  # the run records say so
 
 
-
 def test_an_error_raised_once_a_stop_signal_arrived_is_the_interruption(adi_embedded, tmp_path, monkeypatch, caplog):
     """A library may turn the handler's KeyboardInterrupt into its own error (lance: an OSError when it surfaces in
     a stream lance pulls; an error in some cleanup on the way out): the step still exits 128 + signal, says it
