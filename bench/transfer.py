@@ -316,6 +316,13 @@ def _ordered(lists: dict, group: np.ndarray, by: str) -> np.ndarray:
     return group[np.lexsort((np.arange(len(group)), -lists[f"by_{by}"][group]))]
 
 
+def drawn(lists: dict, by: str, depth: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The training draw of one collection: up to ``count`` of its queries with a relevant candidate in their
+    top-``depth`` by ``by``, drawn by ``rng``, each as that top-``depth`` (row positions), in query order."""
+    groups = [g for g in (_ordered(lists, g, by)[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
+    return [groups[i] for i in sorted(rng.permutation(len(groups))[:count])]
+
+
 def train_lambdamart(sources: dict[str, dict], spec: Learned, per_collection: int, depth: int, seed: int):
     """LightGBM lambdarank on the fallback fusion's top-``depth`` of up to ``per_collection`` queries of each source
     (queries with a relevant candidate), so that no single collection decides the model."""
@@ -326,12 +333,11 @@ def train_lambdamart(sources: dict[str, dict], spec: Learned, per_collection: in
     rows, labels, sizes, starts = [], [], [], []
     for name in sorted(sources):
         lists = sources[name]
-        groups = [g for g in (_ordered(lists, g, "fallback")[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
-        for i in sorted(rng.permutation(len(groups))[:per_collection]):
-            rows.append(lists["features"][groups[i]][:, columns])
-            labels.append(np.minimum(lists["label"][groups[i]], 1) if spec.binary else lists["label"][groups[i]])
-            sizes.append(len(groups[i]))
-            starts.append(lists["by_fallback"][groups[i]] * (spec.residual or 0.0))
+        for group in drawn(lists, "fallback", depth, per_collection, rng):
+            rows.append(lists["features"][group][:, columns])
+            labels.append(np.minimum(lists["label"][group], 1) if spec.binary else lists["label"][group])
+            sizes.append(len(group))
+            starts.append(lists["by_fallback"][group] * (spec.residual or 0.0))
     data = lightgbm.Dataset(np.concatenate(rows), np.concatenate(labels), group=sizes, feature_name=list(spec.features),
                             init_score=np.concatenate(starts) if spec.residual else None, free_raw_data=True)
     if spec.residual:

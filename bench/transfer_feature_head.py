@@ -44,9 +44,9 @@ import torch
 import torch.nn as nn
 
 from bench.common import print_table, write_results
-from bench.transfer import (CHOICES, COLLECTIONS, DEPTHS, FUSIONS, LIST_ONLY, RESIDUAL, RESIDUAL_ROUNDS, SHIPPED,
-                            Learned, _groups, _ordered, collection_config, collection_lists, collection_parser,
-                            ranked, train_lambdamart, with_z_fusion)
+from bench.transfer import (BASELINES, CHOICES, COLLECTIONS, DEPTHS, FUSIONS, LIST_ONLY, RESIDUAL, RESIDUAL_ROUNDS,
+                            SHIPPED, Learned, _groups, _ordered, collection_config, collection_lists,
+                            collection_parser, drawn, ranked, train_lambdamart, with_z_fusion)
 from listcon.jobs.config import load_config
 from listcon.jobs.runtime import setup_logging
 from listcon.model.attention import attention_mask
@@ -107,13 +107,9 @@ def training_lists(sources: dict[str, dict], per_collection: int, depth: int, se
     """Per source collection: (features, z(prior), binary labels) of the prior's top-``depth`` of up to
     ``per_collection`` of its queries that have a relevant candidate there (bench/transfer.py's draw)."""
     rng = np.random.default_rng(seed)
-    found = []
-    for name in sorted(sources):
-        lists = sources[name]
-        groups = [g for g in (_ordered(lists, g, "prior")[:depth] for g in _groups(lists)) if lists["label"][g].max() > 0]
-        found.append([(lists["features"][groups[i]][:, COLUMNS], z_scores(lists["by_prior"][groups[i]]),
-                       np.minimum(lists["label"][groups[i]], 1)) for i in sorted(rng.permutation(len(groups))[:per_collection])])
-    return found
+    return [[(sources[name]["features"][g][:, COLUMNS], z_scores(sources[name]["by_prior"][g]),
+              np.minimum(sources[name]["label"][g], 1)) for g in drawn(sources[name], "prior", depth, per_collection, rng)]
+            for name in sorted(sources)]
 
 
 def train_head(sources: list[list[tuple]], steps: int, seed: int) -> FeatureListHead:
@@ -181,12 +177,12 @@ def main() -> None:
     for mode in MODES:
         lists = {name: collection_lists(config, args.out / name / f"{mode}.npz", mode) for name, config in configs.items()}
         primed = {prior: {n: with_prior(lists[n], prior, adapted[n]) for n in COLLECTIONS} for prior in PRIORS}
+        shipped = {n: {**primed["shipped"][n], "by_fallback": _z_per_query(primed["shipped"][n])} for n in COLLECTIONS}
         rows, curves = [], {}
         for held_out in args.collections:
             qrels = read_qrels(configs[held_out].data, configs[held_out].split)
             score = lambda run: per_query(qrels, run, ["nDCG@10"])["nDCG@10"]  # noqa: E731
-            values = {name: score(ranked(lists[held_out], by)) for name, by in
-                      {"rrf": "rrf", "convex": "fused" if mode == "hybrid" else "convex"}.items()}
+            values = {name: score(ranked(lists[held_out], BASELINES[mode][name])) for name in FUSIONS[mode]}
             values["listcon"] = score(ranked(primed["shipped"][held_out], "prior"))
             curve, seconds = {}, {}
             for prior in PRIORS:
@@ -199,7 +195,6 @@ def main() -> None:
                     seconds.setdefault(f"head-{prior}", []).append(round(time.perf_counter() - started, 1))
                     for depth in DEPTHS[mode]:
                         curve.setdefault(f"head-{prior}", {}).setdefault(depth, []).append(score(reranked(target, model, depth)))
-            shipped = {n: {**primed["shipped"][n], "by_fallback": _z_per_query(primed["shipped"][n])} for n in COLLECTIONS}
             model = train_lambdamart({n: shipped[n] for n in COLLECTIONS if n != held_out}, SHIPPED_RESIDUAL,
                                      args.train_queries, args.depth, args.seeds[0])
             for depth in DEPTHS[mode]:
