@@ -53,6 +53,9 @@ from listcon.schemas import ConfigError, DataError
 log = logging.getLogger("listcon")
 
 SEARCH_FIELDS = ("nprobe", "ef_search", "use_gpu")
+# retrieve encodes its queries on encoder actors laid out like embed's, so a query's vector is the same arithmetic
+# (threads per actor) on one machine and on a cluster
+ACTOR_FIELDS = ("concurrency", "cpus_per_actor", "gpus_per_actor")
 # Sections every step takes: where Ray runs, and what to do when another job holds the workdir.
 COMMON = [("ray", RayOptions, None), ("inputs", InputOptions, None), ("lock", LockOptions, None)]
 # command -> [(config section, its dataclass, the fields that become flags (None: all))]
@@ -61,7 +64,7 @@ SECTIONS: dict[str, list[tuple[str, type, tuple[str, ...] | None]]] = {
         "embed": [("encoder", EncoderSettings, None), ("embed", EmbedOptions, None)],
         "index": [("index", IndexSpec, None), ("lexical", LexicalSpec, None)],
         "retrieve": [("encoder", EncoderSettings, None), ("retrieve", RetrieveOptions, None),
-                     ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty",))],
+                     ("index", IndexSpec, SEARCH_FIELDS), ("embed", EmbedOptions, ("skip_empty", *ACTOR_FIELDS))],
         "mine": [("train.mining", MiningSettings, None)],
         "train": [("train", TrainOptions, None), ("train.settings", TrainSettings, None),
                   ("train.settings.head", ListConRankerConfig, None), ("schedule", PruneSchedule, None)],

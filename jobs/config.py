@@ -56,7 +56,8 @@ class EmbedOptions:
     prune: bool = option(False, "delete cached passages that are no longer in the corpus")
     prune_limit: float = option(0.2, "prune refuses to delete more than this fraction of the cache unless confirmed")
     confirm_prune: bool = option(False, "let prune delete more than prune_limit of the cache")
-    concurrency: int | None = option(None, "encoder actors (default: one per GPU, else 1)")
+    concurrency: int | None = option(None, "encoder actors, for passages and for retrieve's queries alike "
+                                     "(default: one per GPU, else one per node)")
     cpus_per_actor: float | None = option(None, "CPUs (and torch threads) per actor (default: all / actors)")
     gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 where the cluster has GPUs)")
     chunk_rows: int = option(1024, "rows per Lance commit (what a killed job can lose at most)")

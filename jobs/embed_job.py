@@ -31,11 +31,13 @@ class NodeEncodeBatch(EncodeBatch):
         return {**out, "node": np.full(len(out["id"]), this_node())}
 
 
-def ray_encoder(ray: RayOptions, embed: EmbedOptions = EmbedOptions(), here_up_to: int = 0) -> EncodeStream:
-    """An encode stream on Ray Data encoder actors (Ray starts when the stream does): one actor
-    per GPU where the cluster has GPUs, else one CPU actor per node (a single machine: one).
-    Without a cluster address, work of at most ``here_up_to`` texts is encoded in this process:
-    starting Ray for a few new queries costs more than encoding them."""
+def ray_encoder(ray: RayOptions, embed: EmbedOptions, here_up_to: int = 0) -> EncodeStream:
+    """An encode stream on Ray Data encoder actors (Ray starts when the stream does), laid out by
+    ``embed``: by default one actor per GPU where the cluster has GPUs, else one CPU actor per node
+    (a single machine: one). Passages and queries take the same layout, since a text's vector depends
+    on its actor's torch threads (in the last bits). Without a cluster address, work of at most
+    ``here_up_to`` texts is encoded in this process: starting Ray for a few new queries costs more
+    than encoding them."""
 
     def stream(work: pa.Table, settings: EncoderSettings) -> Iterator[dict]:
         if not ray.address and work.num_rows <= here_up_to:

@@ -109,7 +109,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
         return RetrieveResult(uri, run_paths[FIRST_STAGE], len(query_ids), provenance["k"], True)
     ray_was_running = ray_running()
     embed_texts(query_ids, query_texts, work.queries, settings,
-                ray_encoder(config.ray, here_up_to=settings.batch_for("cpu")), progress=progress, what="queries")
+                ray_encoder(config.ray, config.embed, here_up_to=settings.batch_for("cpu")), progress=progress, what="queries")
     stop_ray_started_since(ray_was_running)  # retrieval itself needs no Ray
     query_cache = EmbeddingCache(work.queries)
     index, passage_ids, _ = faiss_index.load(work.index)  # read only now: at 1M passages, 1.5 GB

@@ -255,3 +255,33 @@ def test_a_ranked_list_streamed_in_pieces_lands_in_one_commit(tmp_path, monkeypa
     wider = pa.table({"query_id": ["a"], "signals": pa.array([[[1.0, 2.0, 3.0]]], pa.list_(pa.list_(pa.float32(), 3)))})
     third = write_ranked(wider, uri, {"v": 3})
     assert third == second + 1 and read_ranked(uri).equals(wider) and read_provenance(uri) == {"v": 3}
+
+
+def test_queries_are_encoded_on_the_embed_steps_actor_layout(adi_embedded, tmp_path, caplog):
+    """A query's vector is the arithmetic of the actors ``[embed]`` lays out (here 2 actors of one
+    thread, as on two one-CPU nodes), not of one actor with every thread: a cluster run then holds
+    the local run's vectors bit for bit."""
+    import torch
+
+    from listcon.pipeline.encoding.encode_batch import EncodeBatch, EncoderSettings
+
+    work = Workdir(shutil.copytree(adi_embedded, tmp_path / "work"))
+    shutil.rmtree(work.queries)
+    shutil.rmtree(work.candidates("test"))
+    with caplog.at_level(logging.INFO):
+        assert main(["retrieve", str(data_dir("adi")), "--workdir", str(work.root), "--no-progress", "--split", "test",
+                     "--k", "50", "--batch-size", "8", "--concurrency", "2"]) == 0
+    assert "encoder actors: 2 x (1.0 CPU, 0.0 GPU) on cpu" in caplog.text
+    queries = read_queries(data_dir("adi"))
+    ids, texts = queries["id"].to_pylist(), queries["text"].to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: -len(texts[i]))  # embed's batches: longest texts first
+    ids, texts = [ids[i] for i in order], [texts[i] for i in order]
+    threads = torch.get_num_threads()
+    try:
+        encode = EncodeBatch(EncoderSettings(batch_size=8), threads=1)
+        expected = np.concatenate([encode({"id": np.array(ids[i:i + 8]), "text": np.array(texts[i:i + 8]),
+                                           "content_hash": np.array(ids[i:i + 8])})["vector"]
+                                   for i in range(0, len(ids), 8)])
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(EmbeddingCache(work.queries).take(ids), expected)
