@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -182,11 +183,23 @@ class TextEncoder(BatchEncoder):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.pooling, self.normalize)
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, cut at ``max_length`` (default: the encoder's limit, never above it)."""
+        limit = min(max_length, self.max_length) if max_length else self.max_length
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         return {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask")}
+
+    def top_layers(self, count: int) -> list[nn.Parameter]:
+        """The parameters of the model's top ``count`` transformer layers (its stack: the module list as long
+        as ``num_hidden_layers``), for training only those."""
+        layers = self.model.config.num_hidden_layers
+        stack = next((m for m in self.model.modules() if isinstance(m, nn.ModuleList) and len(m) == layers), None)
+        if stack is None:
+            raise ValueError(f"encoder {self.name}: no stack of its {layers} transformer layers was found, so its top "
+                             "layers cannot be trained alone; unset encoder_layers to train every layer")
+        if count > layers:
+            raise ValueError(f"encoder_layers = {count}, but encoder {self.name} has {layers} transformer layers")
+        return [p for layer in stack[layers - count :] for p in layer.parameters()]
 
     @torch.inference_mode()
     def encode_batch(self, texts: list[str]) -> np.ndarray:

@@ -38,6 +38,9 @@ def load(tmp_path, text: str) -> Config:
     ("[train.settings.head]\nsignal_input = false\n",
      "config key 'train.settings.head.signal_input' was retired in 2026-12: a head's signals enter its prior only"),
     ("[schedule]\nbeta = 0.0\n", "[schedule] beta must be a finite number above 0 and at most 1; got 0.0"),
+    ("[train.settings]\nencoder_layers = 2\n",
+     "[train.settings] encoder_layers = 2 applies to stage 2 (the encoder is trained); stage 1 trains the head on "
+     "cached features: set stage = 2 or drop it"),
         ("[train.settings]\nlr = nan\n", "[train.settings] lr must be a finite number at least 0; got nan"),
         ("[retrieve]\nrrf_k = -60\n", "[retrieve] rrf_k must be an integer at least 0; got -60"),
         ("[ray]\nobject_store_mb = 1\n", "ray.object_store_mb must be an integer at least 80; got 1"),

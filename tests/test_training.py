@@ -170,6 +170,31 @@ def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
     assert all(torch.equal(reloaded[k], best[k].cpu()) for k in best)
 
 
+def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_bert_dir, tmp_path):
+    """``encoder_layers = 1``: of the encoder, only its top layer moves; ``passage_tokens``: training sees
+    the passages cut to that many tokens, validation their full text."""
+    encoder = TextEncoder(tiny_bert_dir)
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    words = "cell protein gene cancer blood heart lung liver brain drug".split()
+    passages = {f"p{i}": " ".join(words[(i * k) % 10] for k in range(1, 9)) for i in range(30)}
+    queries = {f"q{i}": words[i % 10] for i in range(6)}
+    lists = Lists(list(queries), [[f"p{(i + k) % 30}" for k in range(8)] for i in range(6)], [[1] + [0] * 7 for _ in range(6)])
+    features = EncodedFeatures(encoder, passages, queries, passage_tokens=5)
+    cut = encoder.tokenizer([passages[p] for p in lists.passages[0]], truncation=True, max_length=5)["input_ids"]
+    assert features.inputs(lists.query_ids[:1], lists.passages[:1], torch.device("cpu"))["passage_ids"][0].tolist() == cut
+    _, full = features.lists(["q0"], [["p1"]])
+    np.testing.assert_array_equal(full[0], encoder.encode([passages["p1"]]))  # validation: the whole passage
+    fit(lists, None, features, settings(stage=2, epochs=1, batch_size=3, encoder_layers=1, passage_tokens=5,
+                                        encoder_lr=1e-2, head=replace(HEAD, num_heads=4)), tmp_path / "e2e",
+        schedule=SCHEDULE)
+    changed = {k for k, v in encoder.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("encoder.layer.1.") for k in changed), sorted(changed)
+    reloaded = TextEncoder(tmp_path / "e2e" / "encoder").model.state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in encoder.model.state_dict().items())
+    with pytest.raises(ValueError, match="encoder_layers = 3, but encoder .* has 2 transformer layers"):
+        encoder.top_layers(3)
+
+
 def test_without_held_out_queries_the_lowest_loss_epoch_is_saved(tmp_path):
     """holdout_fraction = 0 still produces a loadable head (the best epoch by training loss)."""
     train, _, features = synthetic()

@@ -142,7 +142,8 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         encoder = TextEncoder(meta["model"], pooling=meta["pooling"], normalize=meta["normalize"],
                               max_length=meta["max_length"], device=device, precision=settings.precision)
         features = EncodedFeatures(encoder, dict(zip(corpus.table["id"].to_pylist(), corpus.texts())),
-                                   dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist())))
+                                   dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist())),
+                                   settings.passage_tokens)
         return TrainingData(part.lists, Validation(part.held, part.qrels), features, {**meta, "model": "encoder"})
     parts, features, group = {}, {}, {}
     for source in [main, *extras]:

@@ -119,15 +119,17 @@ class CachedFeatures:
 class EncodedFeatures:
     """Stage 2: tokens for the end-to-end module; features by the (training) encoder."""
 
-    def __init__(self, encoder: TextEncoder, passage_texts: dict[str, str], query_texts: dict[str, str]) -> None:
+    def __init__(self, encoder: TextEncoder, passage_texts: dict[str, str], query_texts: dict[str, str],
+                 passage_tokens: int | None = None) -> None:
         self.encoder, self.passage_texts, self.query_texts = encoder, passage_texts, query_texts
+        self.passage_tokens = passage_tokens  # training inputs only; ``lists`` (validation) keeps the encoder's limit
         self.dim = encoder.dim
 
     def inputs(self, query_ids: list[str], lists: list[list[str]], device: torch.device) -> dict[str, torch.Tensor]:
         n = max(len(c) for c in lists)
         q = self.encoder.tokenize([self.query_texts[i] for i in query_ids])
         flat = [self.passage_texts[p] for c in lists for p in c]
-        p = self.encoder.tokenize(flat)
+        p = self.encoder.tokenize(flat, self.passage_tokens)
         tokens = p["input_ids"].shape[1]
         ids = torch.zeros(len(lists), n, tokens, dtype=torch.long, device=p["input_ids"].device)
         att = torch.zeros_like(ids)

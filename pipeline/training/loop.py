@@ -166,7 +166,12 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
     module.to(device)
     groups = [{"params": list(head.parameters()), "lr": settings.lr}]
     if encoder is not None:
-        groups.append({"params": list(encoder.model.parameters()), "lr": settings.encoder_lr})
+        trained_part = encoder.top_layers(settings.encoder_layers) if settings.encoder_layers else None
+        if trained_part is not None:  # the rest gets no gradient: the backward pass stops at the lowest trained layer
+            kept = {id(p) for p in trained_part}
+            for parameter in encoder.model.parameters():
+                parameter.requires_grad_(id(parameter) in kept)
+        groups.append({"params": trained_part or list(encoder.model.parameters()), "lr": settings.encoder_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
     state = {"epoch": 0, "best_metric": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "examples": 0,
              "busy_seconds": 0.0}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from listcon.model.choices import LOSS_NAMES, PRECISIONS
 from listcon.model.head_config import CheckpointError, ListConRankerConfig, head_as_now
-from listcon.schemas import check_choices, check_ranges, choice, option
+from listcon.schemas import build, check_choices, check_ranges, choice, option, to_dict
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +27,12 @@ class TrainSettings:
     margin: float | None = option(None, "Circle Loss m (default: -0.2 in stage 1, 0.1 in stage 2)")
     lr: float = option(1e-3, "head learning rate (AdamW; 0 keeps the initial weights)", at_least=0)
     encoder_lr: float = option(2e-5, "encoder learning rate (stage 2)", at_least=0)
+    # The paper's stage 2 at a scale a CPU affords: the backward pass stops at the lowest trained layer,
+    # and a token limit on the training passages bounds the forward pass.
+    encoder_layers: int | None = option(None, "stage 2: train only the encoder's top N transformer layers (the rest, "
+                                        "embeddings included, stay as they are); unset: every layer", at_least=1)
+    passage_tokens: int | None = option(None, "stage 2: cut training passages to this many tokens (validation and "
+                                        "the saved encoder keep the cache's limit); unset: the cache's", at_least=1)
     weight_decay: float = option(0.01, "AdamW weight decay", at_least=0)
     epochs: int = option(10, "most epochs", at_least=1)
     batch_size: int = option(16, "lists per optimizer step (before accumulation)", at_least=1)
@@ -54,6 +60,11 @@ class TrainSettings:
     def __post_init__(self) -> None:
         check_ranges(self)
         check_choices(self)
+        if self.stage == 1:
+            for name in ("encoder_layers", "passage_tokens"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} = {getattr(self, name)} applies to stage 2 (the encoder is trained); "
+                                     "stage 1 trains the head on cached features: set stage = 2 or drop it")
 
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         from listcon.model.losses import LOSSES
@@ -66,12 +77,13 @@ class TrainSettings:
 
 
 def settings_as_now(saved: dict) -> dict:
-    """A training's settings (``to_dict`` form) an earlier version recorded, as this one writes them
-    (``head_as_now``): a retired option that changed nothing does not make a rerun train again; where the head
-    relied on one, they stay as recorded, unequal to any settings now."""
+    """A training's settings (``to_dict`` form) an earlier version recorded, as this one writes them: an option
+    added since takes its default and a retired one that changed nothing is dropped (``head_as_now``), so neither
+    makes a rerun train again; where the head relied on a retired one, they stay as recorded, unequal to any
+    settings now."""
     if not isinstance(saved.get("head"), dict):
         return saved
     try:
-        return {**saved, "head": head_as_now(saved["head"])}
-    except CheckpointError:
+        return to_dict(build(TrainSettings, {**saved, "head": head_as_now(saved["head"])}))
+    except (CheckpointError, ValueError):
         return saved
