@@ -183,6 +183,12 @@ class TextEncoder(BatchEncoder):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.pooling, self.normalize)
 
+    def save(self, directory: str | Path) -> None:
+        """The model and tokenizer as a Hugging Face directory that loads back with this token limit."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        (Path(directory) / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length}) + "\n")
+
     def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Token ids and attention mask, cut at ``max_length`` (default: the encoder's limit, never above it)."""
         limit = min(max_length, self.max_length) if max_length else self.max_length

@@ -150,7 +150,7 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
-    encoder = TextEncoder(tiny_bert_dir)
+    encoder = TextEncoder(tiny_bert_dir, max_length=48)
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
     words = "cell protein gene cancer blood heart lung liver brain drug".split()
     passages = {f"p{i}": f"{words[i % 10]} {words[(i * 3) % 10]} study" for i in range(30)}
@@ -166,8 +166,9 @@ def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
     assert changed, "stage 2 must update the encoder"
     # The saved encoder is the best epoch's: the trained one, or the one before training (epoch 0).
     best = encoder.model.state_dict() if result.best_epoch == 1 else before
-    reloaded = TextEncoder(tmp_path / "e2e" / "encoder").model.state_dict()
-    assert all(torch.equal(reloaded[k], best[k].cpu()) for k in best)
+    reloaded = TextEncoder(tmp_path / "e2e" / "encoder")
+    assert all(torch.equal(reloaded.model.state_dict()[k], best[k].cpu()) for k in best)
+    assert reloaded.max_length == 48  # it embeds with the limit it was trained and validated with
 
 
 def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_bert_dir, tmp_path):

@@ -43,8 +43,7 @@ def save_best(out_dir: Path, head: ListConRanker, encoder: TextEncoder | None, s
     if encoder is not None:
         staged = out_dir / "encoder.tmp"
         shutil.rmtree(staged, ignore_errors=True)
-        encoder.model.save_pretrained(staged)
-        encoder.tokenizer.save_pretrained(staged)
+        encoder.save(staged)
         if (out_dir / "encoder").exists():
             shutil.rmtree(out_dir / "encoder")
         staged.rename(out_dir / "encoder")
