@@ -185,8 +185,9 @@ class TextEncoder(BatchEncoder):
 
     def save(self, directory: str | Path) -> None:
         """The model and tokenizer as a Hugging Face directory that loads back with this token limit."""
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        with _quietly():  # transformers' shard-writing bar
+            self.model.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
         (Path(directory) / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length}) + "\n")
 
     def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:

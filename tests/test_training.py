@@ -171,7 +171,7 @@ def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
     assert reloaded.max_length == 48  # it embeds with the limit it was trained and validated with
 
 
-def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_bert_dir, tmp_path):
+def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_bert_dir, tmp_path, capfd):
     """``encoder_layers = 1``: of the encoder, only its top layer moves; ``passage_tokens``: training sees
     the passages cut to that many tokens, validation their full text."""
     encoder = TextEncoder(tiny_bert_dir)
@@ -188,6 +188,7 @@ def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_ber
     fit(lists, None, features, settings(stage=2, epochs=1, batch_size=3, encoder_layers=1, passage_tokens=5,
                                         encoder_lr=1e-2, head=replace(HEAD, num_heads=4)), tmp_path / "e2e",
         schedule=SCHEDULE)
+    assert "Writing model shards" not in capfd.readouterr().err  # saving the encoder shows no third-party bar
     changed = {k for k, v in encoder.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("encoder.layer.1.") for k in changed), sorted(changed)
     reloaded = TextEncoder(tmp_path / "e2e" / "encoder").model.state_dict()
