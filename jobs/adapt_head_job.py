@@ -28,7 +28,9 @@ from listcon.pipeline.adaptation.pseudo_collection import (SPLIT, pseudo_collect
 from listcon.pipeline.adaptation.pseudo_queries import PseudoQuery, pseudo_queries
 from listcon.pipeline.data.readers import Corpus, read_corpus
 from listcon.pipeline.heads.directory import RESULT_FILE
+from listcon.pipeline.heads.features import check_head_features
 from listcon.pipeline.store.atomic import swap_dir
+from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.settings import settings_as_now
 from listcon.schemas import to_dict
@@ -47,6 +49,7 @@ def adapt_head(config: Config, progress: bool = True) -> TrainResult:
     """Fine-tune ``[adapt] init`` on the corpus's pseudo-queries; a rerun with the same inputs changes nothing."""
     options, root = config.adapt, config.work.root / ADAPTATION_DIR
     check_init(options.init)
+    check_head_features(options.init, EmbeddingCache(config.work.passages))  # before any work
     (files, digest), count = _collection(config)
     if write_pseudo_collection(root / "data", files, digest):
         log.info("adapt: %d pseudo-queries written as a collection to %s", count, root / "data")

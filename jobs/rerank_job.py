@@ -22,6 +22,7 @@ from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe, this
 from listcon.jobs.runtime import gpus_in_cluster, log_config, start_ray
 from listcon.model import ListConRanker
 from listcon.pipeline.data.readers import judged_queries
+from listcon.pipeline.heads.features import check_head_features
 from listcon.pipeline.rerank.cached import check_dim
 from listcon.pipeline.rerank.shard import RerankShard
 from listcon.pipeline.retrieval.signals import SIGNAL_SOURCE, with_signals
@@ -82,7 +83,9 @@ def rerank(config: Config, split: str | None = None, depth: int | None = None, r
     source = read_provenance(candidates_uri)
     if source is None:
         raise FileNotFoundError(f"no candidates at {candidates_uri}; run `listcon retrieve --split {split}` first")
-    check_dim(head, EmbeddingCache(work.passages))  # here, not as a dead actor after Ray started
+    passages = EmbeddingCache(work.passages)  # checked here, not as a dead actor after Ray started
+    check_dim(head, passages)
+    check_head_features(model_dir, passages)
     rule = rerank_rule(head.config, model_dir, work, settings.outside_domain, source)
     fallback, fusion = rule.fallback, (rule.fusion or {}).get("dense_weight")
     if fallback:

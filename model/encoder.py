@@ -183,12 +183,15 @@ class TextEncoder(BatchEncoder):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.pooling, self.normalize)
 
-    def save(self, directory: str | Path) -> None:
-        """The model and tokenizer as a Hugging Face directory that loads back with this token limit."""
+    def save(self, directory: str | Path) -> str:
+        """The model and tokenizer as a Hugging Face directory that loads back with this token limit; the
+        fingerprint of the weights written (training moves them, so it is computed anew)."""
         with _quietly():  # transformers' shard-writing bar
             self.model.save_pretrained(directory)
             self.tokenizer.save_pretrained(directory)
         (Path(directory) / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length}) + "\n")
+        self._fingerprint = None
+        return self.fingerprint
 
     def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Token ids and attention mask, cut at ``max_length`` (default: the encoder's limit, never above it)."""

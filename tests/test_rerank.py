@@ -154,6 +154,35 @@ def test_a_head_for_other_features_is_refused(adi_embedded, tmp_path, caplog):
     assert code == 2 and "not a readable safetensors file" in caplog.text
 
 
+def test_a_head_trained_on_another_encoders_features_is_refused(adi_embedded, head_dir, tmp_path, caplog):
+    """Same width, other weights (e.g. a stage-2 head's tuned encoder): rerank, the Reranker and adapt --init
+    refuse the cache in one line, instead of ranking by features the head never saw."""
+    from listcon.pipeline.heads.directory import ENCODER_FILE
+    from listcon.pipeline.rerank.reranker import Reranker
+    from listcon.pipeline.store.embedding_cache import CacheMismatchError
+
+    other = Path(shutil.copytree(head_dir, tmp_path / "other"))
+    meta = EmbeddingCache(adi_embedded / "passages.lance").metadata
+    (other / ENCODER_FILE).write_text(json.dumps({**meta, "fingerprint": "0" * 64}))
+    line = (f"the head in {other} was trained on features of encoder {meta['model']}, but "
+            f"{adi_embedded / 'passages.lance'} was embedded by {meta['model']} (head vs cache: fingerprint "
+            f"'000000000000' vs '{meta['fingerprint'][:12]}'); rerank a workdir embedded with the head's encoder")
+    with caplog.at_level(logging.ERROR):
+        code = main(["rerank", str(data_dir("adi")), "--workdir", str(adi_embedded), "--split", "test",
+                     "--model-dir", str(other), "--run-name", "other", "--no-progress"])
+    assert code == 2 and len(caplog.records) == 1 and line in caplog.records[0].getMessage()
+    assert not Workdir(adi_embedded).run("test", "other").exists()
+    with pytest.raises(CacheMismatchError, match=re.escape(line)):
+        Reranker.from_pretrained(other, adi_embedded)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        code = main(["adapt", str(data_dir("adi")), "--workdir", str(adi_embedded), "--init", str(other),
+                     "--no-progress"])
+    assert code == 2 and line in caplog.text and not (adi_embedded / "adaptation").exists()
+    (other / ENCODER_FILE).write_text(json.dumps(meta))  # the cache's own encoder: accepted
+    assert Reranker.from_pretrained(other, adi_embedded).head.config == ListConRanker.from_pretrained(head_dir).config
+
+
 def test_the_job_resumes_from_finished_shards(adi_embedded, head_dir, caplog, ray_session):
     work = Workdir(adi_embedded)
     data = str(data_dir("adi"))

@@ -17,6 +17,7 @@ from listcon.jobs.cli import main as cli
 from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.training.mining import MiningSettings, mine
 from listcon.model import ListConRankerConfig, PruneSchedule
+from listcon.pipeline.heads.features import head_encoder
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation
 from listcon.pipeline.training.loop import TrainSettings, domain_verdicts, fit, gated, starts_as_anchor
@@ -160,7 +161,7 @@ def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
                      pa.Table.from_pylist([{"query_id": "q5", "passage_id": "p5", "relevance": 1}], schema=QRELS))
     features = EncodedFeatures(encoder, passages, queries)
     result = fit(lists, val, features, settings(stage=2, epochs=1, batch_size=3, head=replace(HEAD, num_heads=4)),
-                 tmp_path / "e2e", schedule=SCHEDULE)
+                 tmp_path / "e2e", schedule=SCHEDULE, encoder_info={"model": "encoder", "fingerprint": "the start's"})
     assert result.epochs_run == 1
     changed = [k for k, v in encoder.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "stage 2 must update the encoder"
@@ -169,6 +170,10 @@ def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
     reloaded = TextEncoder(tmp_path / "e2e" / "encoder")
     assert all(torch.equal(reloaded.model.state_dict()[k], best[k].cpu()) for k in best)
     assert reloaded.max_length == 48  # it embeds with the limit it was trained and validated with
+    # the head's features come from that encoder: its record names it, by the fingerprint of its weights
+    recorded = json.loads((tmp_path / "e2e" / "encoder.json").read_text())
+    assert recorded["fingerprint"] == head_encoder(tmp_path / "e2e")["fingerprint"] == reloaded.fingerprint
+    assert result.best_epoch == 0 or reloaded.fingerprint != TextEncoder(tiny_bert_dir).fingerprint
 
 
 def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_bert_dir, tmp_path, capfd):

@@ -8,7 +8,6 @@ passages)`` encodes texts with the head's encoder and needs no workdir.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from listcon.pipeline.retrieval.signals import ExactScores, QuerySignals, select
 from listcon.pipeline.store.lance_tables import list_tables
 from listcon.pipeline.store.ranked_lists import read_provenance, read_ranked, read_trec, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
-from listcon.pipeline.heads.directory import ENCODER_FILE, check_finished
+from listcon.pipeline.heads.directory import check_finished
+from listcon.pipeline.heads.features import check_head_features, head_encoder
 from listcon.pipeline.heads.domain import from_external_run
 from listcon.pipeline.heads.rule import rerank_rule
 
@@ -78,9 +78,9 @@ class Reranker:
             workdir = Workdir(Path(workdir))
         if workdir is not None:
             check_corpus_current(workdir, None, stale_corpus, "the reranker")
-        info = json.loads((model_dir / ENCODER_FILE).read_text()) if (model_dir / ENCODER_FILE).is_file() else None
-        if info and info.get("model") == "encoder":  # stage 2 saves its encoder beside the head
-            info = {**info, "model": str(model_dir / "encoder")}
+        info = head_encoder(model_dir)
+        if workdir is not None:
+            check_head_features(model_dir, EmbeddingCache(workdir.passages), info)
         if isinstance(encoder, (str, Path)):
             encoder = encoder_from_info({"pooling": "mean", "normalize": False, "max_length": None, **(info or {}),
                                          "model": str(encoder)}, device="cpu")

@@ -38,12 +38,13 @@ def discard_failed(out_dir: Path) -> None:
 
 
 def save_best(out_dir: Path, head: ListConRanker, encoder: TextEncoder | None, settings: dict, encoder_info: dict) -> None:
-    """The best epoch so far: the head, stage 2's encoder, the settings and the encoder it expects."""
+    """The best epoch so far: the head, stage 2's encoder, the settings and the encoder it expects (stage 2:
+    the encoder saved beside it, with the fingerprint of its weights as they are now)."""
     head.save_pretrained(out_dir)
     if encoder is not None:
         staged = out_dir / "encoder.tmp"
         shutil.rmtree(staged, ignore_errors=True)
-        encoder.save(staged)
+        encoder_info = {**encoder_info, "fingerprint": encoder.save(staged)}
         if (out_dir / "encoder").exists():
             shutil.rmtree(out_dir / "encoder")
         staged.rename(out_dir / "encoder")

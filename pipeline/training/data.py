@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from listcon.model import TextEncoder
 from listcon.pipeline.data.readers import read_corpus, read_qrels, read_queries
 from listcon.pipeline.retrieval.signals import QuerySignals
+from listcon.pipeline.heads.features import TUNED, check_head_features
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.ranked_lists import candidate_lists, read_provenance, read_ranked, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
@@ -128,6 +129,8 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
     work = main.work
     passages = EmbeddingCache(work.passages)
     meta = passages.metadata
+    if settings.init:  # training goes on from a head: on the features it was trained on
+        check_head_features(settings.init, passages)
     names = head_signals(settings)
     if settings.stage == 2:
         if extras or names:
@@ -144,7 +147,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         features = EncodedFeatures(encoder, dict(zip(corpus.table["id"].to_pylist(), corpus.texts())),
                                    dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist())),
                                    settings.passage_tokens)
-        return TrainingData(part.lists, Validation(part.held, part.qrels), features, {**meta, "model": "encoder"})
+        return TrainingData(part.lists, Validation(part.held, part.qrels), features, {**meta, "model": TUNED})
     parts, features, group = {}, {}, {}
     for source in [main, *extras]:
         source_work = source.work
