@@ -32,7 +32,7 @@ def test_cached_vectors_equal_the_encoder_and_reruns_are_incremental(tmp_path, t
     ids, texts = corpus.table["id"].to_pylist(), corpus.texts()
     settings = EncoderSettings(model=str(tiny_bert_dir), batch_size=16)
     uri = str(tmp_path / "passages.lance")
-    on_ray = ray_encoder(RayOptions())
+    on_ray = ray_encoder(RayOptions(), EmbedOptions())
     first = embed_texts(ids, texts, uri, settings, on_ray, chunk_rows=20, progress=False)
     assert (first.encoded, first.skipped) == (82, 0)
     cache = EmbeddingCache(uri)
