@@ -107,7 +107,7 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *("##" + c for c in letters), ".", ","]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(vocab_file=str(directory / "vocab.txt"), model_max_length=128).save_pretrained(directory)
+    BertTokenizer(vocab=str(directory / "vocab.txt"), model_max_length=128).save_pretrained(directory)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
