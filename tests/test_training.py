@@ -202,6 +202,30 @@ def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_ber
         encoder.top_layers(3)
 
 
+def test_stage_two_keeps_the_tuned_encoder_only_where_its_learned_part_beats_the_start(tiny_bert_dir, tmp_path):
+    """A head with an anchor falls back to it where its learned part is off; after stage 2 that anchor would be the
+    tuned encoder's, which validation never measured. So an epoch replaces the start only by the domain's test:
+    a better mean that is not significant keeps epoch 0, the encoder it started from."""
+    words = "cell protein gene cancer blood heart lung liver brain drug".split()
+    passages = {f"p{i}": f"{words[i % 10]} {words[(i * 3) % 10]} study" for i in range(30)}
+    queries = {f"q{i}": words[i % 10] for i in range(6)}
+    lists = Lists(list(queries), [[f"p{(i + k) % 30}" for k in range(8)] for i in range(6)], [[1] + [0] * 7 for _ in range(6)])
+    qrels = pa.Table.from_pylist([{"query_id": q, "passage_id": c[0], "relevance": 1}
+                                  for q, c in zip(lists.query_ids, lists.passages)], schema=QRELS)
+    val = Validation([(q, sorted(c)) for q, c in zip(lists.query_ids, lists.passages)], qrels)
+    runs = {}
+    for alpha in (1.0, 1e-9):
+        encoder = TextEncoder(tiny_bert_dir)
+        runs[alpha] = fit(lists, val, EncodedFeatures(encoder, passages, queries),
+                          settings(stage=2, epochs=1, batch_size=2, lr=3e-2, encoder_lr=1e-2, domain_alpha=alpha,
+                                   head=replace(HEAD, num_heads=4, first_stage_prior=True)),
+                          tmp_path / str(alpha), schedule=SCHEDULE, encoder_info={"model": "encoder"})
+    history = [h["val_ndcg@10"] for h in runs[1.0].history]
+    assert history[1] > history[0] and runs[1.0].best_epoch == 1  # the epoch beat the start in the mean
+    assert runs[1e-9].best_epoch == 0  # ... not by the test: the start stays
+    assert TextEncoder(tmp_path / "1e-09" / "encoder").fingerprint == TextEncoder(tiny_bert_dir).fingerprint
+
+
 def test_without_held_out_queries_the_lowest_loss_epoch_is_saved(tmp_path):
     """holdout_fraction = 0 still produces a loadable head (the best epoch by training loss)."""
     train, _, features = synthetic()

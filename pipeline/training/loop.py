@@ -121,11 +121,17 @@ def domain_verdicts(history: list[dict], best_epoch: int, alpha: float = 0.05) -
     verdicts = {}
     for name, values in anchor.items():
         head = best.get(name)
-        p = paired_test(head, values, alternative="greater") if head is not None else None
-        gain = best_epoch > 0 and head is not None and best_means[name] > anchor_means[name]
-        verdicts[name] = {"learned_helps": gain and p < alpha, "anchor": anchor_means[name],
+        helps, p = beats(head, values, alpha) if head is not None else (False, None)
+        verdicts[name] = {"learned_helps": best_epoch > 0 and helps, "anchor": anchor_means[name],
                           "head": best_means.get(name), "p": p}
     return verdicts
+
+
+def beats(head: dict[str, float], anchor: dict[str, float], alpha: float) -> tuple[bool, float]:
+    """Whether per-query values ``head`` beat ``anchor`` (a higher mean, and a one-sided paired t-test with
+    ``p < alpha``), and that p."""
+    p = paired_test(head, anchor, alternative="greater")
+    return sum(head.values()) / len(head) > sum(anchor.values()) / len(anchor) and p < alpha, p
 
 
 def starts_as_anchor(settings: TrainSettings) -> bool:
@@ -243,15 +249,22 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
         if validation and validation.lists:
             per_query_values = validate_by_collection(scorer, features, validation, settings.val_depth)
             by_collection = means(per_query_values)
-            anchor = state["history"][0].get("val_by_collection") if anchored else None
+            # stage 2 moves the encoder, so the anchor the head falls back to is no longer epoch 0's: no gating
+            anchor = state["history"][0].get("val_by_collection") if anchored and settings.stage == 1 else None
             metric = gated(by_collection, anchor, weights)
         else:
             metric = -loss_mean  # no held-out queries: the lowest training loss is the best epoch
+        improved = state["best_metric"] is None or metric > state["best_metric"]
+        if improved and anchored and settings.stage == 2 and per_query_values:
+            # ... and the tuned encoder replaces the start only where the learned part beats it by the domain's
+            # test: a head whose learned part is off must fall back to the anchor validation measured (epoch 0's)
+            start = state["history"][0]["val_queries"]
+            improved = all(beats(per_query_values[name], start[name], settings.domain_alpha)[0] for name in start)
         record = {"epoch": epoch + 1, "loss": loss_mean, "val_ndcg@10": metric if validation and validation.lists else None,
                   "val_by_collection": by_collection, "val_queries": per_query_values, "steps": steps, "train_seconds": trained_for,
                   "seconds": time.perf_counter() - started}
         state["history"].append(record)
-        if state["best_metric"] is None or metric > state["best_metric"]:
+        if improved:
             state.update(best_metric=metric, best_epoch=epoch + 1, bad_epochs=0)
             if rank == 0:
                 save_best(out_dir, head, encoder, to_dict(settings), encoder_info)
