@@ -48,8 +48,7 @@ def adapted_head_dir(work: Workdir) -> Path:
 def adapt_head(config: Config, progress: bool = True) -> TrainResult:
     """Fine-tune ``[adapt] init`` on the corpus's pseudo-queries; a rerun with the same inputs changes nothing."""
     options, root = config.adapt, config.work.root / ADAPTATION_DIR
-    check_init(options.init)
-    check_head_features(options.init, EmbeddingCache(config.work.passages))  # before any work
+    check_init(options.init, config.work)
     (files, digest), count = _collection(config)
     if write_pseudo_collection(root / "data", files, digest):
         log.info("adapt: %d pseudo-queries written as a collection to %s", count, root / "data")
@@ -65,11 +64,13 @@ def adapt_head(config: Config, progress: bool = True) -> TrainResult:
     return result
 
 
-def check_init(init: str | None) -> None:
-    """``[adapt] init`` names a head directory (one line otherwise)."""
+def check_init(init: str | None, work: Workdir) -> None:
+    """``[adapt] init`` names a head directory, trained on the features the workdir's cache holds (one line
+    otherwise)."""
     if not init or not (Path(init) / "config.json").is_file():
         raise FileNotFoundError(f"adapt: --init {init} is not a head directory (a trained head's out dir, with "
                                 "config.json)")
+    check_head_features(init, EmbeddingCache(work.passages))
 
 
 def fine_tune_pending(config: Config) -> str | None:

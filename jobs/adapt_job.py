@@ -48,7 +48,7 @@ def adapt(config: Config, progress: bool = True) -> AdaptResult:
     """Choose the corpus's fusion from its pseudo-queries, and fine-tune ``[adapt] init`` on them where one is
     named; a rerun with the same inputs changes nothing."""
     if config.adapt.init:  # checked before any work
-        check_init(config.adapt.init)
+        check_init(config.adapt.init, config.work)
     result = choose(config, progress)
     if config.adapt.init:
         return replace(result, head=adapt_head(config, progress))
