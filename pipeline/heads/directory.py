@@ -15,6 +15,7 @@ CHECKPOINTS = "checkpoints"
 RESULT_FILE = "train_result.json"
 MARKER_FILE = "provenance.json"
 ENCODER_FILE = "encoder.json"
+ENCODER_DIR = "encoder"  # stage 2's tuned encoder beside the head; encoder.json's "model" then names it
 SETTINGS_FILE = "train_settings.json"
 
 

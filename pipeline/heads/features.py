@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from listcon.pipeline.heads.directory import ENCODER_FILE
+from listcon.pipeline.heads.directory import ENCODER_DIR, ENCODER_FILE
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.schemas import encoder_field
 
 FEATURE_FIELDS = ("fingerprint", "pooling", "normalize", "max_length")
-TUNED = "encoder"  # encoder.json's model for a stage-2 head: the directory beside it
 
 
 def head_encoder(model_dir: str | Path) -> dict | None:
@@ -25,10 +24,10 @@ def head_encoder(model_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     info = json.loads(path.read_text())
-    if info.get("model") == TUNED:
+    if info.get("model") == ENCODER_DIR:
         from listcon.model import TextEncoder
 
-        tuned = Path(model_dir) / TUNED
+        tuned = Path(model_dir) / ENCODER_DIR
         encoder = TextEncoder(tuned, pooling=info.get("pooling", "mean"), normalize=info.get("normalize", False),
                               max_length=info.get("max_length"), device="cpu")
         info = {**info, "model": str(tuned), "fingerprint": encoder.fingerprint}

@@ -23,7 +23,7 @@ from torch import nn
 
 from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.store.atomic import write_text
-from listcon.pipeline.heads.directory import CHECKPOINTS, ENCODER_FILE, SETTINGS_FILE
+from listcon.pipeline.heads.directory import CHECKPOINTS, ENCODER_DIR, ENCODER_FILE, SETTINGS_FILE
 
 
 def discard_failed(out_dir: Path) -> None:
@@ -33,7 +33,7 @@ def discard_failed(out_dir: Path) -> None:
 
     for name in (CONFIG_FILE, WEIGHTS_FILE, ENCODER_FILE, SETTINGS_FILE):
         (out_dir / name).unlink(missing_ok=True)
-    for name in ("encoder", "encoder.tmp", CHECKPOINTS):
+    for name in (ENCODER_DIR, f"{ENCODER_DIR}.tmp", CHECKPOINTS):
         shutil.rmtree(out_dir / name, ignore_errors=True)
 
 
@@ -42,12 +42,12 @@ def save_best(out_dir: Path, head: ListConRanker, encoder: TextEncoder | None, s
     the encoder saved beside it, with the fingerprint of its weights as they are now)."""
     head.save_pretrained(out_dir)
     if encoder is not None:
-        staged = out_dir / "encoder.tmp"
+        staged = out_dir / f"{ENCODER_DIR}.tmp"
         shutil.rmtree(staged, ignore_errors=True)
         encoder_info = {**encoder_info, "fingerprint": encoder.save(staged)}
-        if (out_dir / "encoder").exists():
-            shutil.rmtree(out_dir / "encoder")
-        staged.rename(out_dir / "encoder")
+        if (out_dir / ENCODER_DIR).exists():
+            shutil.rmtree(out_dir / ENCODER_DIR)
+        staged.rename(out_dir / ENCODER_DIR)
     write_text(out_dir / ENCODER_FILE, json.dumps(encoder_info, indent=2) + "\n")
     write_text(out_dir / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
 

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from listcon.model import TextEncoder
 from listcon.pipeline.data.readers import read_corpus, read_qrels, read_queries
 from listcon.pipeline.retrieval.signals import QuerySignals
-from listcon.pipeline.heads.features import TUNED, check_head_features
+from listcon.pipeline.heads.directory import ENCODER_DIR
+from listcon.pipeline.heads.features import check_head_features
 from listcon.pipeline.store.embedding_cache import CacheMismatchError, EmbeddingCache
 from listcon.pipeline.store.ranked_lists import candidate_lists, read_provenance, read_ranked, rows_by_query
 from listcon.pipeline.store.workdir import Workdir
@@ -147,7 +148,7 @@ def load_training(main: Source, extras: list[Source], settings: TrainSettings, d
         features = EncodedFeatures(encoder, dict(zip(corpus.table["id"].to_pylist(), corpus.texts())),
                                    dict(zip(queries["id"].to_pylist(), queries["text"].to_pylist())),
                                    settings.passage_tokens)
-        return TrainingData(part.lists, Validation(part.held, part.qrels), features, {**meta, "model": TUNED})
+        return TrainingData(part.lists, Validation(part.held, part.qrels), features, {**meta, "model": ENCODER_DIR})
     parts, features, group = {}, {}, {}
     for source in [main, *extras]:
         source_work = source.work
