@@ -95,23 +95,22 @@ def main() -> None:
         print(f"{name}: best epoch {results[name].best_epoch}, validation "
               f"{[round(h['val_ndcg@10'], 4) for h in results[name].history]}", flush=True)
     tuned = replace(base, encoder=replace(base.encoder, model=str(home / "heads" / "stage2" / "encoder")))
-    rows, reembedded = [], {}
+    rows = []
     for name in args.collections:
         original, retuned = collection_config(base, name, args.out), collection_config(tuned, name, home / "tuned")
         prepare(original, original.split, 1000, progress=False)  # a no-op once bench.transfer prepared it
         prepare(retuned, retuned.split, 1000, progress=False)
         # what re-embedding cost: the embed run that encoded the passages (a rerun finds them done)
-        reembedded[name] = next(r["result"] for r in reversed(read_records(retuned.work))
-                                   if r["step"] == "embed" and r["status"] == "done" and r["result"].get("encoded"))
+        reembed = next(r["result"] for r in reversed(read_records(retuned.work))
+                       if r["step"] == "embed" and r["status"] == "done" and r["result"].get("encoded"))
         qrels = read_qrels(original.data, original.split)
-        values = {}
+        values, lists = {}, {}
         for encoder, config, out in (("original", original, args.out), ("tuned", retuned, home / "tuned")):
-            lists = collection_lists(config, out / name / "hybrid.npz", "hybrid")
-            values.update({f"{run}@{encoder}": per_query(qrels, ranked(lists, by), ["nDCG@10"])["nDCG@10"]
+            lists[encoder] = collection_lists(config, out / name / "hybrid.npz", "hybrid")
+            values.update({f"{run}@{encoder}": per_query(qrels, ranked(lists[encoder], by), ["nDCG@10"])["nDCG@10"]
                            for run, by in FIXED.items()})
         # the tuned encoder's cosine over the original encoder's candidates: its scoring without its retrieval
-        lists = collection_lists(original, args.out / name / "hybrid.npz", "hybrid")
-        lists = {**lists, "by_tuned": cosines(lists, retuned.work)}
+        lists = {**lists["original"], "by_tuned": cosines(lists["original"], retuned.work)}
         values["dense-rescored@tuned"] = per_query(qrels, ranked(lists, "tuned"), ["nDCG@10"])["nDCG@10"]
         curve = {depth: {e: float(np.mean(list(per_query(qrels, reordered(lists, by, depth),
                                                           ["nDCG@10"])["nDCG@10"].values())))
@@ -133,7 +132,7 @@ def main() -> None:
                "rescored_p": paired_test(values["dense-rescored@tuned"], values["dense@original"]),
                "best_fusion_delta": means[best["tuned"]] - means[best["original"]],
                "best_fusion_p": paired_test(values[best["tuned"]], values[best["original"]]),
-               "reembed": {"passages": reembedded[name]["encoded"], "seconds": round(reembedded[name]["seconds"], 1)},
+               "reembed": {"passages": reembed["encoded"], "seconds": round(reembed["seconds"], 1)},
                "rescored_depth_curve": curve}
         if name == "scifact":
             row["stage2_vs_stage1_head"] = means["stage2-head@tuned"] - means["stage1-head@original"]
