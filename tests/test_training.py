@@ -150,13 +150,20 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
     assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
 
 
+def word_lists(steps: tuple[int, ...], tail: tuple[str, ...] = ()) -> tuple[dict[str, str], dict[str, str], Lists]:
+    """30 passages of the tiny BERT's words (passage i: word i*k for each k of ``steps``, then ``tail``), 6
+    one-word queries, and a list of 8 per query (its first relevant)."""
+    words = "cell protein gene cancer blood heart lung liver brain drug".split()
+    passages = {f"p{i}": " ".join([*(words[(i * k) % 10] for k in steps), *tail]) for i in range(30)}
+    queries = {f"q{i}": words[i % 10] for i in range(6)}
+    lists = Lists(list(queries), [[f"p{(i + k) % 30}" for k in range(8)] for i in range(6)], [[1] + [0] * 7 for _ in range(6)])
+    return passages, queries, lists
+
+
 def test_stage_two_trains_the_encoder_end_to_end(tiny_bert_dir, tmp_path):
     encoder = TextEncoder(tiny_bert_dir, max_length=48)
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-    words = "cell protein gene cancer blood heart lung liver brain drug".split()
-    passages = {f"p{i}": f"{words[i % 10]} {words[(i * 3) % 10]} study" for i in range(30)}
-    queries = {f"q{i}": words[i % 10] for i in range(6)}
-    lists = Lists(list(queries), [[f"p{(i + k) % 30}" for k in range(8)] for i in range(6)], [[1] + [0] * 7 for _ in range(6)])
+    passages, queries, lists = word_lists((1, 3), ("study",))
     val = Validation([("q5", [f"p{k}" for k in range(10)])],
                      pa.Table.from_pylist([{"query_id": "q5", "passage_id": "p5", "relevance": 1}], schema=QRELS))
     features = EncodedFeatures(encoder, passages, queries)
@@ -181,10 +188,7 @@ def test_stage_two_on_the_top_layers_trains_those_alone_on_cut_passages(tiny_ber
     the passages cut to that many tokens, validation their full text."""
     encoder = TextEncoder(tiny_bert_dir)
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-    words = "cell protein gene cancer blood heart lung liver brain drug".split()
-    passages = {f"p{i}": " ".join(words[(i * k) % 10] for k in range(1, 9)) for i in range(30)}
-    queries = {f"q{i}": words[i % 10] for i in range(6)}
-    lists = Lists(list(queries), [[f"p{(i + k) % 30}" for k in range(8)] for i in range(6)], [[1] + [0] * 7 for _ in range(6)])
+    passages, queries, lists = word_lists(tuple(range(1, 9)))
     features = EncodedFeatures(encoder, passages, queries, passage_tokens=5)
     cut = encoder.tokenizer([passages[p] for p in lists.passages[0]], truncation=True, max_length=5)["input_ids"]
     assert features.inputs(lists.query_ids[:1], lists.passages[:1], torch.device("cpu"))["passage_ids"][0].tolist() == cut
@@ -206,10 +210,7 @@ def test_stage_two_keeps_the_tuned_encoder_only_where_its_learned_part_beats_the
     """A head with an anchor falls back to it where its learned part is off; after stage 2 that anchor would be the
     tuned encoder's, which validation never measured. So an epoch replaces the start only by the domain's test:
     a better mean that is not significant keeps epoch 0, the encoder it started from."""
-    words = "cell protein gene cancer blood heart lung liver brain drug".split()
-    passages = {f"p{i}": f"{words[i % 10]} {words[(i * 3) % 10]} study" for i in range(30)}
-    queries = {f"q{i}": words[i % 10] for i in range(6)}
-    lists = Lists(list(queries), [[f"p{(i + k) % 30}" for k in range(8)] for i in range(6)], [[1] + [0] * 7 for _ in range(6)])
+    passages, queries, lists = word_lists((1, 3), ("study",))
     qrels = pa.Table.from_pylist([{"query_id": q, "passage_id": c[0], "relevance": 1}
                                   for q, c in zip(lists.query_ids, lists.passages)], schema=QRELS)
     val = Validation([(q, sorted(c)) for q, c in zip(lists.query_ids, lists.passages)], qrels)
