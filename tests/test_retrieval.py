@@ -45,6 +45,22 @@ def first_stage(work: Workdir, spec: IndexSpec, k: int, method: str = "dense", i
     return pa.concat_tables([c for c, _ in stage.run(qids, [texts[q] for q in qids], queries.take(qids), progress=False)])
 
 
+def test_a_pairs_dense_score_is_the_same_bits_whatever_else_is_scored_with_it():
+    """A (query, passage) dense signal must not depend on its list: a pool of 7, a training list of 20 and a
+    rerank of 1,000 all store the same float32 (a matrix product's last bits moved with the row count)."""
+    from listcon.pipeline.retrieval.retrieve import dense_scores
+
+    rng = np.random.default_rng(0)
+    passages, query = rng.normal(size=(1000, 384)).astype(np.float32), rng.normal(size=384).astype(np.float32)
+    for metric in ("cosine", "ip"):
+        whole = dense_scores(query, passages, metric)
+        np.testing.assert_allclose(whole, faiss_index.prepare(passages, metric) @ faiss_index.prepare(query[None], metric)[0],
+                                   rtol=1e-5, atol=1e-5)
+        for size in (1, 7, 20, 30, 82, 999):
+            rows = rng.choice(1000, size, replace=False)
+            np.testing.assert_array_equal(dense_scores(query, passages[rows], metric), whole[rows])
+
+
 def test_dense_run_equals_exact_numpy_top_k_and_every_candidate_has_exact_signals(adi_embedded):
     work = Workdir(adi_embedded)
     candidates = read_ranked(work.candidates("test"))
