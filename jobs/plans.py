@@ -50,17 +50,25 @@ def search_spec(config: Config, manifest: Manifest) -> IndexSpec:
 
 def candidates_provenance(config: Config, split: str, k: int, manifest: Manifest, passages_version: int,
                           encoder_fingerprint: str, lexical_manifest: dict, from_run: bool) -> dict:
-    """What a split's whole candidates table depends on (a change redoes every query)."""
+    """What a split's whole candidates table depends on (a change redoes every query). Candidates from an external
+    run's pools are recorded as pools, not as an external run (no external signal, the hybrid fallback)."""
     spec = search_spec(config, manifest)
+    pool = from_run and config.retrieve.pool
+    retrieved = {f: v for f, v in to_dict(config.retrieve).items() if f != "run_order"}  # older tables lack it
     k = min(k, manifest.count)
     return {"split": split, "k": k, "passages_version": passages_version, "encoder": encoder_fingerprint,
             "index": {f: v for f, v in asdict(spec).items() if f != "use_gpu"}, "lexical": lexical_manifest,
-            "retrieve": {**to_dict(config.retrieve), "k": k, "from_run": from_run}}
+            "retrieve": {**retrieved, "k": k, "from_run": from_run and not pool, **({"run_order": "pool"} if pool else {})}}
 
 
-def candidates_keys(query_ids: list[str], texts: list[str], external: dict | None) -> dict[str, str]:
-    """Each query's retrieval key: its text, and its list in the external run where there is one."""
-    return {q: text_key(t, external.get(q, []) if external is not None else None) for q, t in zip(query_ids, texts)}
+def candidates_keys(query_ids: list[str], texts: list[str], external: dict | None, pool: bool = False) -> dict[str, str]:
+    """Each query's retrieval key: its text, and its list in the external run where there is one (a pool's passages
+    alone, in id order: its scores and order change no candidate)."""
+    if external is None:
+        return {q: text_key(t) for q, t in zip(query_ids, texts)}
+    if pool:
+        external = {q: sorted((p, 0.0) for p, _ in given) for q, given in external.items()}
+    return {q: text_key(t, external.get(q, [])) for q, t in zip(query_ids, texts)}
 
 
 def cuda_devices() -> int:

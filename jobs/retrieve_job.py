@@ -97,7 +97,7 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
             lacking = sorted(set(query_ids) - external.keys())
             log.warning("retrieve: the external run lacks %d of the split's %d queries (e.g. %s): they get no "
                         "candidates (--missing-queries empty)", len(lacking), len(query_ids), lacking[:3])
-    keys = candidates_keys(query_ids, query_texts, external)
+    keys = candidates_keys(query_ids, query_texts, external, options.pool)
     provenance = candidates_provenance(config, split, k, manifest, passages.version, passages.metadata["fingerprint"],
                                        lexical_manifest, external is not None)
     uri = work.candidates(split)
@@ -147,7 +147,8 @@ def retrieve(config: Config, split: str | None = None, k: int | None = None, pro
             version = update_ranked(reader, uri, done, replaced)
         else:
             version = write_ranked(reader, uri, done)
-    source = f"external run {options.from_run}" if options.from_run else options.method
+    source = (f"the pools of {options.from_run}, ranked {options.method}" if options.pool
+              else f"external run {options.from_run}" if options.from_run else options.method)
     log.info("retrieve: %d of %d queries x top-%d (%s) -> %s (version %d) and %s", len(todo.todo), len(query_ids),
              provenance["k"], source, uri, version, run_paths[FIRST_STAGE])
     return RetrieveResult(uri, run_paths[FIRST_STAGE], len(query_ids), provenance["k"], False, len(todo.todo),

@@ -148,7 +148,7 @@ def _retrieve(config: Config, split: str, blocked: bool) -> tuple[StepStatus, di
     manifest = faiss_index.read_manifest(work.index)
     provenance = candidates_provenance(config, split, config.retrieve.k, manifest, cache.version,
                                        cache.metadata["fingerprint"], read_manifest(work.lexical), external is not None)
-    keys = candidates_keys(query_ids, texts, external)
+    keys = candidates_keys(query_ids, texts, external, config.retrieve.pool)
     todo = plan(read_provenance(work.candidates(split)), provenance, keys, "changed text",
                 missing_output(first_stage_runs(work, split).values()))
     return _verdict("retrieve", todo), keys if todo.nothing else None

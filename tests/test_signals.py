@@ -127,6 +127,64 @@ def test_an_external_run_round_trips_as_candidates(work, tmp_path):
                for q in first)
 
 
+def test_an_external_runs_pools_are_retrieved_from_like_the_corpus_and_their_order_counts_for_nothing(work, tmp_path,
+                                                                                                    caplog):
+    """``--run-order pool``: each query's candidates are its pool, ranked exactly as hybrid retrieval ranks the
+    whole corpus, each side ranking the pool alone (the slow reference: every passage's exact scores from a
+    whole-corpus retrieval, restricted to the pool). The run's scores and order change nothing, not even the
+    plan: a rerun with the pools reshuffled does no work."""
+    rng = np.random.default_rng(3)
+    everything = Workdir(shutil.copytree(work.root, tmp_path / "all"))
+    assert main(["retrieve", str(data_dir("adi")), "--workdir", str(everything.root), "--split", "test", "--k", "100",
+                 "--no-progress"]) == 0  # adi's 82 passages: every one a candidate, with its exact scores
+    exact = {q: {r["passage_id"]: r for r in rows.to_pylist()}
+             for q, rows in rows_by_query(read_ranked(everything.candidates("test"))).items()}
+    pools = {q: sorted(rng.choice(sorted(rows), size=30, replace=False).tolist()) for q, rows in exact.items()}
+    runs = []
+    for name in ("a", "b"):  # the same pools, given in two unrelated orders with unrelated scores
+        lines = [f"{q} Q0 {p} {i + 1} {score:.6f} other"
+                 for q, pool in pools.items()
+                 for i, (p, score) in enumerate(zip(rng.permutation(pool), sorted(rng.normal(size=30), reverse=True)))]
+        runs.append(tmp_path / f"{name}.trec")
+        runs[-1].write_text("\n".join(lines) + "\n")
+    pooled = Workdir(shutil.copytree(work.root, tmp_path / "pooled"))
+    retrieve = lambda w, run: main(["retrieve", str(data_dir("adi")), "--workdir", str(w.root), "--split", "test",  # noqa: E731
+                                    "--k", "20", "--from-run", str(run), "--run-order", "pool", "--no-progress"])
+    assert retrieve(pooled, runs[0]) == 0
+    got = rows_by_query(read_ranked(pooled.candidates("test")))
+    assert got.keys() == pools.keys()
+    for qid, pool in pools.items():
+        side_rank = {}
+        for side in ("dense_score", "lexical_score"):
+            order = sorted(pool, key=lambda p: (-exact[qid][p][side], p))
+            side_rank[side] = {p: i + 1 if i < 20 else 21 for i, p in enumerate(order)}
+        union = [p for p in pool if min(side_rank["dense_score"][p], side_rank["lexical_score"][p]) <= 20]
+        minmax = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
+        convex = 0.5 * minmax(np.array([exact[qid][p]["dense_score"] for p in union], np.float64)) + \
+            0.5 * minmax(np.array([exact[qid][p]["lexical_score"] for p in union], np.float64))
+        expected = sorted(zip(union, convex), key=lambda x: (-x[1], side_rank["dense_score"][x[0]],
+                                                              side_rank["lexical_score"][x[0]], x[0]))[:20]
+        rows = got[qid].to_pylist()
+        assert [r["passage_id"] for r in rows] == [p for p, _ in expected], qid
+        assert [r["score"] for r in rows] == pytest.approx([c for _, c in expected], abs=1e-6)
+        for r in rows:
+            assert (r["dense_score"], r["lexical_score"]) == (exact[qid][r["passage_id"]]["dense_score"],
+                                                              exact[qid][r["passage_id"]]["lexical_score"])
+            assert (r["dense_rank"], r["lexical_rank"]) == (side_rank["dense_score"][r["passage_id"]],
+                                                            side_rank["lexical_score"][r["passage_id"]])
+            assert r["external_score"] is None and r["external_rank"] is None
+    # recorded as pools, not an external run: outside a head's domain the fallback is the head's own anchor
+    retrieved = read_provenance(pooled.candidates("test"))["retrieve"]
+    assert (retrieved["from_run"], retrieved["run_order"]) == (False, "pool")
+    table = read_ranked(pooled.candidates("test"))
+    with caplog.at_level(logging.INFO):
+        assert retrieve(pooled, runs[1]) == 0
+    assert "retrieve: up to date (35 queries); nothing to do" in caplog.text
+    again = Workdir(shutil.copytree(work.root, tmp_path / "again"))
+    assert retrieve(again, runs[1]) == 0
+    assert read_ranked(again.candidates("test")).equals(table)
+
+
 @pytest.mark.parametrize("lines, message", [
     ("1 Q0 1 1 2.0 x\n1 Q0 9999 2 1.0 x\n", "line 2, column 'passage_id': passage '9999' is not in the corpus"),
     ("1 Q0 1 1 2.0 x\n1 Q0 1 2 1.0 x\n", "line 2, column 'passage_id': query '1' lists passage '1' twice"),

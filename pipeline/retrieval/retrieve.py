@@ -7,6 +7,11 @@ side's list, the fused union (``rrf``: sum of 1/(60 + rank) over the sides that 
 run's list. Whichever side found a candidate, its dense score (cosine of the cached
 vectors) and its BM25 score are computed, never left null; a side's rank is the candidate's
 rank in that side's top-k, or k + 1 when it is below it.
+
+An external run is either a ranking (its order and scores are a first stage beside the other two)
+or a *pool* (``run_order = "pool"``: it only says which passages a query may get, as answer-selection
+candidate lists do): a pool is retrieved from exactly as the whole corpus is, each side ranking the
+pool alone, so the run's order and scores carry no weight anywhere.
 """
 
 from __future__ import annotations
@@ -45,12 +50,22 @@ class RetrieveOptions:
     rrf_k: int = option(60, "RRF constant", at_least=0)
     from_run: str | None = option(None, "take candidates from this external run (TREC, or Parquet/Lance with "
                                         "query_id, passage_id, score) instead of retrieving them")
+    run_order: str = choice("ranked", ("ranked", "pool"), "the external run's order: ranked (a first stage of its own, "
+                            "fused with the dense and lexical sides) or pool (an unordered candidate pool per query, "
+                            "ranked by the dense and lexical sides alone, its scores ignored)")
     missing_queries: str = choice("error", ("error", "empty"), "a split query the external run lacks: refuse the "
                                   "run (error), or give that query no candidates (empty; counted in the log)")
 
     def __post_init__(self) -> None:
         check_ranges(self)
         check_choices(self)
+        if self.run_order == "pool" and not self.from_run:
+            raise ValueError("run_order = 'pool' needs from_run: the run that gives each query's candidate pool")
+
+    @property
+    def pool(self) -> bool:
+        """Whether the candidates are an external run's unordered pools."""
+        return bool(self.from_run) and self.run_order == "pool"
 
 
 def clamp_k(k: int, count: int) -> int:
@@ -110,23 +125,32 @@ class FirstStage:
         ``query_vectors`` is the queries' matrix, or a function from a batch's ids to its rows
         (so the driver holds one batch of query vectors, not all of them).
         """
-        k = self.k
+        k, pooled = self.k, self.options.pool and external is not None
         for start in tqdm(range(0, len(query_ids), batch), desc="retrieve", unit="batch", disable=not progress):
             qids, texts = query_ids[start : start + batch], query_texts[start : start + batch]
             vectors = query_vectors(qids) if callable(query_vectors) else query_vectors[start : start + batch]
-            _, positions = faiss_index.search(self.searcher, vectors, k, self.spec.metric, batch)
+            if not pooled:
+                _, positions = faiss_index.search(self.searcher, vectors, k, self.spec.metric, batch)
             lex_tokens = self.lexical.tokens(texts)
             candidates, comparisons = [], {name: [] for name in COMPARISONS}
             for row, qid in enumerate(qids):
-                dense = [self.passage_ids[p] for p in positions[row] if p >= 0]
                 bm25 = self.lexical.full_scores(lex_tokens[row])
-                lexical = [self.lexical.ids[i] for i in self.lexical.top(bm25, k)]
+                if pooled:  # each side ranks the pool alone (ties by passage id: the run's order is no evidence)
+                    given = sorted(p for p, _ in external.get(qid, []))
+                    scores = self._scores(vectors[row], bm25, given)
+                    dense, lexical = (sorted(given, key=lambda p: (-scores[side][p], p))[:k]
+                                      for side in ("dense_score", "lexical_score"))
+                else:
+                    dense = [self.passage_ids[p] for p in positions[row] if p >= 0]
+                    lexical = [self.lexical.ids[i] for i in self.lexical.top(bm25, k)]
+                pool = list(dict.fromkeys([*dense, *lexical, *(p for p, _ in (external or {}).get(qid, []) if not pooled)]))
                 sides = Sides({p: i + 1 for i, p in enumerate(dense)}, {p: i + 1 for i, p in enumerate(lexical)}, k)
-                pool = list(dict.fromkeys([*dense, *lexical, *(p for p, _ in (external or {}).get(qid, []))]))
-                signals = self._signals(vectors[row], bm25, pool, sides)
+                scores = scores if pooled else self._scores(vectors[row], bm25, pool)
+                signals = {**scores, "dense_rank": {p: sides.dense.get(p, k + 1) for p in pool},
+                           "lexical_rank": {p: sides.lexical.get(p, k + 1) for p in pool}}
                 for name, ordered in self._orders(pool, signals, sides).items():
                     comparisons[name].append(_rows(qid, ordered, signals, None))
-                if external is not None:
+                if external is not None and not pooled:
                     ranked = [p for p, _ in external.get(qid, [])][:k]
                     given = dict(external.get(qid, []))
                     candidates.append(_rows(qid, ranked, signals, given))
@@ -138,7 +162,8 @@ class FirstStage:
         method = self.options.method
         return f"hybrid-{self.options.fusion}" if method == "hybrid" else method
 
-    def _signals(self, query_vector: np.ndarray, bm25: np.ndarray, pool: list[str], sides: Sides) -> dict[str, dict]:
+    def _scores(self, query_vector: np.ndarray, bm25: np.ndarray, pool: list[str]) -> dict[str, dict]:
+        """Every pool passage's exact dense and BM25 scores."""
         rows = self.rows.get_indexer(pool)
         if (rows < 0).any():
             raise MissingPassagesError(self.passages.uri, [p for p, r in zip(pool, rows) if r < 0])
@@ -146,9 +171,7 @@ class FirstStage:
         dense = dense_scores(query_vector, vectors, self.spec.metric, prepared=True)
         lexical = np.array([bm25[self.lexical.position[p]] if p in self.lexical.position else 0.0 for p in pool],
                            dtype=np.float32)
-        return {"dense_score": dict(zip(pool, dense.tolist())), "lexical_score": dict(zip(pool, lexical.tolist())),
-                "dense_rank": {p: sides.dense.get(p, sides.k + 1) for p in pool},
-                "lexical_rank": {p: sides.lexical.get(p, sides.k + 1) for p in pool}}
+        return {"dense_score": dict(zip(pool, dense.tolist())), "lexical_score": dict(zip(pool, lexical.tolist()))}
 
     def _orders(self, pool: list[str], signals: dict[str, dict], sides: Sides) -> dict[str, list[tuple[str, float]]]:
         """Each comparison run's top-k as (passage, score), best first."""
