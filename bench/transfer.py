@@ -15,6 +15,10 @@ it has) is retrieved hybrid top-k (BM25 + MiniLM, every signal kept), then ranke
   shipped weights, and under one-se with the grid's edges (one side alone) as candidates too
   (``CHOICES``); as a ceiling, the z-score fusion weight that its own judgments would pick.
 
+Collections with natural candidate lists (``candidates/<split>.tsv``: wikiqa, trecqa, liveqa_med) are also
+ranked from those lists (mode ``natural``): retrieved with ``--run-order pool`` in a copy of the collection's
+workdir, the fusions and listcon then rank each question's own candidates (no learned rows there).
+
 Each row reports mean nDCG@10, the delta against the better of RRF and convex on that
 collection and the paired t-test p; the depth curve reranks the top 20 ... k. Evaluation
 keeps every passage a run retrieved (no collection here has queries that are passages).
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,6 +100,8 @@ def main() -> None:
     for name, config in configs.items():
         logging.getLogger("bench.transfer").warning("preparing %s (%s split)", name, config.split)
         prepare(config, config.split, args.k, progress=False)
+    pooled = {name: pool_config(config, name, args.out, args.k) for name, config in configs.items()
+              if natural_lists(name).is_file()}
     if args.prepare_only:
         return
     report = {"measure": "nDCG@10", "drop_self": False,
@@ -115,9 +122,13 @@ def main() -> None:
                             "reads": "the collection's passages and the workdir's passage cache only, never its queries "
                                      "or qrels"}
     for mode, (first_stage, anchor) in MODES.items():
-        lists = {name: collection_lists(config, args.out / name / f"{mode}.npz", mode) for name, config in configs.items()}
+        ranked_here = pooled if mode == "natural" else configs
+        if not ranked_here:
+            continue
+        lists = {name: collection_lists(config, args.out / name / f"{mode}.npz", mode) for name, config in ranked_here.items()}
+        learned_rows = LEARNED if mode in LEARNED_MODES else {}
         rows, curves = [], {}
-        for held_out, config in configs.items():
+        for held_out, config in ranked_here.items():
             runs = {run: ranked(lists[held_out], by) for run, by in BASELINES[mode].items()}
             runs["anchor"] = ranked(lists[held_out], "fallback")
             weights = {f"adapted-{c}": adapted[held_out]["rules"][c]["dense_weight"] for c in CHOICES}
@@ -125,7 +136,7 @@ def main() -> None:
                 runs[run] = runs["anchor"] if weight is None else ranked(with_z_fusion(lists[held_out], weight), "z")
             runs["listcon"] = runs[f"adapted-{SHIPPED}"]
             oracle = {w: ranked(with_z_fusion(lists[held_out], w), "z") for w in EDGES}
-            for learned, spec in LEARNED.items():
+            for learned, spec in learned_rows.items():
                 model = train_lambdamart({n: lists[n] for n in configs if n != held_out}, spec, args.train_queries,
                                          args.depth, args.seed)
                 for depth in DEPTHS[mode]:
@@ -141,7 +152,7 @@ def main() -> None:
                    **{run: means[run] for run in runs if "-top" not in run}, "best_fusion": best,
                    "delta_vs_best_fusion": means["listcon"] - means[best],
                    "p": paired_test(values["listcon"], values[best])}
-            for learned in ("anchor", *weights, *LEARNED):
+            for learned in ("anchor", *weights, *learned_rows):
                 row[f"{learned}_delta"] = means[learned] - means[best]
                 row[f"{learned}_p"] = paired_test(values[learned], values[best])
             row.update({f"{run}_weight": weight for run, weight in weights.items()})
@@ -149,16 +160,15 @@ def main() -> None:
             row["z_oracle"], row["z_oracle_weight"] = by_weight[oracle_weight], oracle_weight
             row["z_oracle_delta"] = by_weight[oracle_weight] - means[best]
             rows.append(row)
-            curves[held_out] = {learned: {d: means[f"{learned}-top{d}"] for d in DEPTHS[mode]} for learned in LEARNED}
-            print(f"[{mode}] {held_out}: listcon {means['listcon']:.4f}, lambdamart {means['lambdamart']:.4f}, "
-                  f"{best} {means[best]:.4f}", flush=True)
+            curves[held_out] = {learned: {d: means[f"{learned}-top{d}"] for d in DEPTHS[mode]} for learned in learned_rows}
+            print(f"[{mode}] {held_out}: listcon {means['listcon']:.4f}, {best} {means[best]:.4f}", flush=True)
         columns = [c for c in rows[0] if c not in ("split", "best_fusion") and not c.startswith("lambdamart")]
         print(f"\n{mode}: {first_stage}")
         print_table(rows, columns)
         summary = {run: {"mean_delta": float(np.mean([r[key] for r in rows])), "worst_delta": float(min(r[key] for r in rows))}
                    for run, key in (("listcon", "delta_vs_best_fusion"), ("anchor", "anchor_delta"),
                                     *((f"adapted-{c}", f"adapted-{c}_delta") for c in CHOICES),
-                                    ("z_oracle", "z_oracle_delta"), *((l, f"{l}_delta") for l in LEARNED))}
+                                    ("z_oracle", "z_oracle_delta"), *((l, f"{l}_delta") for l in learned_rows))}
         print("against the better fusion:", summary)
         for row in rows:
             row["adaptation"] = adapted[row["name"]]
@@ -170,12 +180,16 @@ def main() -> None:
 
 # hybrid: the pipeline's own first stage; from-run: each collection's BM25 top-100 brought in as an external
 # run (as a user brings a Pyserini or Elasticsearch run), reranked with the dense and lexical signals beside it
+# natural: each question's own candidate list (answer selection), retrieved from as a pool (--run-order pool)
 MODES = {"hybrid": ("hybrid top-1,000 (BM25 + all-MiniLM-L6-v2, convex 0.5/0.5)", ANCHOR),
-         "from-run": ("an external BM25 top-100 (--from-run), with the dense and lexical signals", EXTERNAL_FALLBACK)}
+         "from-run": ("an external BM25 top-100 (--from-run), with the dense and lexical signals", EXTERNAL_FALLBACK),
+         "natural": ("each question's natural candidate list (candidates/<split>.tsv, --run-order pool)", ANCHOR)}
 BASELINES = {"hybrid": {"lexical": "lexical", "dense": "dense", "rrf": "rrf", "convex": "fused"},
              "from-run": {"external": "external", "dense": "dense", "rrf": "rrf", "convex": "convex",
-                          "old_fallback": "old_fallback"}}
-FUSIONS = {"hybrid": ("rrf", "convex"), "from-run": ("rrf", "convex")}
+                          "old_fallback": "old_fallback"},
+             "natural": {"lexical": "lexical", "dense": "dense", "rrf": "rrf", "convex": "fused"}}
+FUSIONS = {"hybrid": ("rrf", "convex"), "from-run": ("rrf", "convex"), "natural": ("rrf", "convex")}
+LEARNED_MODES = ("hybrid", "from-run")  # the natural lists are three collections' own: nothing to train across
 PER_QUERY = ("query_terms", "query_idf_mean", "query_idf_max", "dense_spread", "dense_top_gap", "lexical_top_ratio")
 # LambdaMART rows: (features, binary labels). Per-query statistics are constant within a list and can only
 # interact with the rest; they also say which collection a query comes from, which is what must not be learned.
@@ -213,6 +227,33 @@ LAMBDAMART = {"objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 15
 ROUNDS = 300
 
 
+def natural_lists(name: str) -> Path:
+    """A collection's natural candidate lists for its evaluation split (``query-id corpus-id label``)."""
+    return DATA / name / "candidates" / f"{COLLECTIONS[name]}.tsv"
+
+
+def pool_config(config, name: str, out: Path, k: int):
+    """``config`` retrieving from the collection's natural candidate lists as pools (``--run-order pool``), in a
+    copy of its prepared workdir (the caches and indexes; the candidates are retrieved again). Labels are not
+    read: the pools are written as a run of ``query-id corpus-id`` alone."""
+    from listcon.jobs.retrieve_job import retrieve
+
+    work = out / f"{name}-pools"
+    if not work.is_dir():
+        shutil.copytree(config.work.root, work.with_name(work.name + ".tmp"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("candidates", "runs", "rankings", "training", "adaptation*", "reports",
+                                                      "runs.jsonl", "*.npz", "adapt.json", ".listcon*.lock"))
+        work.with_name(work.name + ".tmp").rename(work)
+    run = work / "pools.trec"
+    with open(natural_lists(name), encoding="utf-8") as lists:
+        pairs = [line.split("\t")[:2] for line in list(lists)[1:] if line.strip()]
+    run.write_text("".join(f"{q} Q0 {p} 0 0 pool\n" for q, p in pairs))
+    pooled = replace(config, workdir=str(work),
+                     retrieve=replace(config.retrieve, from_run=str(run), run_order="pool", missing_queries="empty"))
+    retrieve(pooled, config.split, k, progress=False)
+    return pooled
+
+
 def as_external_run(rows: pa.Table, depth: int = EXTERNAL_DEPTH) -> pa.Table:
     """One query's candidates as the retrieve step would store them from an external BM25 top-``depth`` run:
     the lexical side's top-``depth`` (every one is in the hybrid list, with its exact dense and BM25 signals),
@@ -228,7 +269,7 @@ def _fusions(rows: pa.Table, k: int, mode: str) -> dict[str, np.ndarray]:
     """The fixed rankings a run can be made of, per candidate of one query."""
     matrix = QuerySignals(rows, k).matrix(rows["passage_id"].to_pylist()).astype(np.float64)
     col = {name: matrix[:, SIGNALS.index(name)] for name in SIGNALS}
-    if mode == "hybrid":
+    if mode != "from-run":
         return {"lexical": col["lexical"], "dense": col["dense"], "rrf": col["rrf"], "fused": col["fused"],
                 "fallback": weigh(matrix, ANCHOR)}
     # convex over the three sides alike, each min-max normalised over the list; the fallback before this change
@@ -262,7 +303,7 @@ def collection_lists(config, cache: Path, mode: str) -> dict:
     lexical = LexicalIndex.load(config.work.lexical)
     parts: dict[str, list] = {}
     for qid, rows in sorted(rows_by_query(candidates).items()):
-        rows = rows.sort_by("rank") if mode == "hybrid" else as_external_run(rows)
+        rows = rows.sort_by("rank") if mode != "from-run" else as_external_run(rows)
         if not len(rows):  # no passage shares a term with the query: the external run has nothing for it
             continue
         pids = rows["passage_id"].to_pylist()
