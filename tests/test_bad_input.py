@@ -82,6 +82,8 @@ CASES = [
      "the run lacks 34 of the split's 35 queries"),
     (["retrieve", "{data}", "--workdir", "{work}", "--from-run", "{bad}/unknown-query.trec"],
      "query '9999' is not in the collection's queries"),
+    (["retrieve", "{data}", "--workdir", "{work}", "--run-order", "pool"],
+     "run_order = 'pool' needs from_run: the run that gives each query's candidate pool"),
     # qrels that do not match the data
     (["evaluate", "{bad}/phantom-query", "--workdir", "{work}"], "1 query id(s) are not in the query collection"),
     (["evaluate", "{bad}/unknown-passage", "--workdir", "{work}"], "1 corpus id(s) are not in the corpus, e.g. ['99999']"),
