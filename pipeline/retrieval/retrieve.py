@@ -136,16 +136,17 @@ class FirstStage:
             for row, qid in enumerate(qids):
                 bm25 = self.lexical.full_scores(lex_tokens[row])
                 if pooled:  # each side ranks the pool alone (ties by passage id: the run's order is no evidence)
-                    given = sorted(p for p, _ in external.get(qid, []))
-                    scores = self._scores(vectors[row], bm25, given)
-                    dense, lexical = (sorted(given, key=lambda p: (-scores[side][p], p))[:k]
+                    members = sorted(p for p, _ in external.get(qid, []))
+                    scores = self._scores(vectors[row], bm25, members)
+                    dense, lexical = (sorted(members, key=lambda p: (-scores[side][p], p))[:k]
                                       for side in ("dense_score", "lexical_score"))
+                    pool = list(dict.fromkeys([*dense, *lexical]))
                 else:
                     dense = [self.passage_ids[p] for p in positions[row] if p >= 0]
                     lexical = [self.lexical.ids[i] for i in self.lexical.top(bm25, k)]
-                pool = list(dict.fromkeys([*dense, *lexical, *(p for p, _ in (external or {}).get(qid, []) if not pooled)]))
+                    pool = list(dict.fromkeys([*dense, *lexical, *(p for p, _ in (external or {}).get(qid, []))]))
+                    scores = self._scores(vectors[row], bm25, pool)
                 sides = Sides({p: i + 1 for i, p in enumerate(dense)}, {p: i + 1 for i, p in enumerate(lexical)}, k)
-                scores = scores if pooled else self._scores(vectors[row], bm25, pool)
                 signals = {**scores, "dense_rank": {p: sides.dense.get(p, k + 1) for p in pool},
                            "lexical_rank": {p: sides.lexical.get(p, k + 1) for p in pool}}
                 for name, ordered in self._orders(pool, signals, sides).items():
