@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, write_results
-from bench.transfer import FUSIONS, _groups, _ordered, collection_config, collection_lists, collection_parser, ranked
+from bench.transfer import (BASELINES, FUSIONS, _groups, _ordered, collection_config, collection_lists, collection_parser,
+                            ranked)
 from listcon.jobs.config import Config, load_config
 from listcon.jobs.mine_job import mine
 from listcon.jobs.rerank_job import rerank
@@ -45,12 +46,13 @@ from listcon.jobs.runtime import setup_logging
 from listcon.jobs.train_job import train
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query
+from listcon.pipeline.retrieval import faiss_index
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import read_trec
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.training.loop import beats
 
-FIXED = {"lexical": "lexical", "dense": "dense", "rrf": "rrf", "convex": "fused"}  # bench.transfer's hybrid rankings
+FIXED = BASELINES["hybrid"]  # the fixed rankings of hybrid candidates, as bench.transfer reports them
 TRAIN_K = 100  # scifact train's candidates: the hard negatives come from the top 100
 RERANK_DEPTH = 100
 RESCORED_DEPTHS = (10, 30, 100, 1000)  # each encoder's cosine reordering the convex fusion's top N
@@ -171,6 +173,7 @@ def main() -> None:
         "training": training, "collections": rows, "summary": summary, "main_job": demo})
     print(f"wrote {written}")
 
+
 def reordered(lists: dict, by: str, depth: int) -> dict[str, dict[str, float]]:
     """Each query's convex top ``depth`` ordered ``by`` one of its rankings (ties: the convex order)."""
     run = {}
@@ -186,8 +189,7 @@ def cosines(lists: dict, work: Workdir) -> np.ndarray:
     q_ids, q_vectors = EmbeddingCache(work.queries).read_all()
     p_ids, p_vectors = EmbeddingCache(work.passages).read_all()
     q_row, p_row = {q: i for i, q in enumerate(q_ids)}, {p: i for i, p in enumerate(p_ids)}
-    q_vectors = q_vectors / np.linalg.norm(q_vectors, axis=1, keepdims=True)
-    p_vectors = p_vectors / np.linalg.norm(p_vectors, axis=1, keepdims=True)
+    q_vectors, p_vectors = (faiss_index.prepare(v, "cosine") for v in (q_vectors, p_vectors))  # unit rows
     queries = np.array([q_row[str(q)] for q in lists["query"]])
     passages = np.array([p_row[str(p)] for p in lists["passage"]])
     out = np.empty(len(queries), np.float32)
