@@ -12,7 +12,7 @@ against the head (p), and the fine-tuning's pseudo-query validation (before and 
 
 Needs ``python -m bench.transfer_head`` first (the heads and their runs). Writes
 bench/results/transfer_adapted_head.json (keeping the rows an earlier run with the same settings wrote for other
-collections) and prints a table.
+collections from the heads still there) and prints a table.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import load_config
 from listcon.jobs.rerank_job import rerank
 from listcon.jobs.runtime import setup_logging
+from listcon.model.head_config import checkpoint_fingerprint
 from listcon.pipeline.evaluation.evaluate import paired_test
 
 RUN = "head-adapted"
@@ -47,7 +48,7 @@ def main() -> None:
     logging.getLogger("listcon").setLevel(logging.WARNING)
     base = load_config(args.config)
     settings = {"epochs": args.epochs, "lr": args.lr, "pseudo_queries": args.pseudo_queries}
-    rows = earlier(args.collections, settings)
+    rows = earlier(args.collections, settings, args.out / "heads")
     for name in args.collections:
         head = args.out / "heads" / f"without-{name}"
         if not (head / "config.json").is_file():
@@ -63,7 +64,8 @@ def main() -> None:
         rerank(forced, progress=False)
         values, means, best = scored(target, args.out / name, [HEAD_RUN, RUN])
         history = {h["epoch"]: h for h in result.history}
-        row = {"name": name, "queries": len(values[RUN]), "best_fusion": best, "fusion": means[best],
+        row = {"name": name, "head_checkpoint": checkpoint_fingerprint(head), "queries": len(values[RUN]),
+               "best_fusion": best, "fusion": means[best],
                "head": means[HEAD_RUN], "head_delta": means[HEAD_RUN] - means[best],
                "adapted": means[RUN], "adapted_delta": means[RUN] - means[best],
                "adapted_p": paired_test(values[RUN], values[best]),
@@ -82,14 +84,22 @@ def main() -> None:
     print(f"wrote {written}")
 
 
-def earlier(names: list[str], settings: dict) -> list[dict]:
-    """The rows an earlier run with the same settings wrote for collections not run again now."""
+def earlier(names: list[str], settings: dict, heads: Path) -> list[dict]:
+    """The rows an earlier run with the same settings wrote for collections not run again now, each kept only while
+    the head it adapted is still the one ``bench.transfer_head`` left at ``heads`` (a retrained head drops its row)."""
     if not RESULTS.is_file():
         return []
     saved = json.loads(RESULTS.read_text())
     if saved["settings"] != settings:
         return []
-    return [r for r in saved["collections"] if r["name"] not in names]
+    return [r for r in saved["collections"] if r["name"] not in names
+            and r.get("head_checkpoint") is not None
+            and r["head_checkpoint"] == head_checkpoint(heads / f"without-{r['name']}")]
+
+
+def head_checkpoint(head: Path) -> str | None:
+    """The fingerprint of the head saved at ``head``, None where there is none."""
+    return checkpoint_fingerprint(head) if (head / "config.json").is_file() else None
 
 
 def report(rows: list[dict], settings: dict) -> Path:

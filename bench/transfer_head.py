@@ -12,8 +12,8 @@ the same candidates and queries), plus the head's validation record.
     python -m bench.transfer_head [--collections scifact ...] [--epochs 4] [--queries-per-source 200]
 
 Needs ``python -m bench.transfer --prepare-only`` first (the candidates). Mining is a no-op once done. Writes
-bench/results/transfer_head.json (keeping the rows an earlier run with the same cap wrote for other collections)
-and prints a table.
+bench/results/transfer_head.json (keeping the rows an earlier run with the same epoch cap, sampling and head settings
+wrote for other collections) and prints a table.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,8 @@ def main() -> None:
         mine(config, config.split)
     settings = replace(base.train.settings, epochs=args.epochs, patience=args.epochs,
                        queries_per_source=args.queries_per_source, val_weighting="collections")
-    rows, curves = earlier(args)
+    head_settings = json.loads(json.dumps(asdict(base.train.settings.head)))  # as the JSON holds them
+    rows, curves = earlier(args, head_settings)
     for held_out in args.collections:
         others = [name for name in COLLECTIONS if name != held_out]
         head = args.out / "heads" / f"without-{held_out}"
@@ -80,7 +81,7 @@ def main() -> None:
         curves[held_out] = {**{d: means[f"{RUN}-top{d}"] for d in DEPTHS}, 1000: means[RUN]}
         print(f"{held_out}: head {means[RUN]:.4f} vs {best} {means[best]:.4f} (best epoch {result.best_epoch}, "
               f"epochs {row['train_seconds']:.0f} s)", flush=True)
-        written = report(rows, curves, args)  # after every left-out collection: a stopped bench keeps its rows
+        written = report(rows, curves, args, head_settings)  # after every left-out collection: a stopped bench keeps its rows
     print_table(rows, ["name", "queries", "rrf", "convex", "head", "head_delta", "head_p", "listcon", "listcon_delta",
                        "best_epoch", "train_seconds"])
     print(f"wrote {written}")
@@ -98,20 +99,21 @@ def scored(target, out: Path, runs: list[str]) -> tuple[dict[str, dict[str, floa
     return values, means, max(FUSIONS["hybrid"], key=means.get)
 
 
-def earlier(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    """The rows of the collections an earlier run left out with the same cap and sampling, not left out again now:
-    a run over the collections still missing adds them."""
+def earlier(args: argparse.Namespace, head_settings: dict) -> tuple[list[dict], dict]:
+    """The rows of the collections an earlier run left out with the same cap, sampling and head settings, not left
+    out again now: a run over the collections still missing adds them (a changed head starts the table afresh)."""
     path = ROOT / "bench" / "results" / "transfer_head.json"
     if not path.is_file():
         return [], {}
     saved = json.loads(path.read_text())
-    if (saved["epochs"], saved["queries_per_source"]) != (args.epochs, args.queries_per_source):
+    if ((saved["epochs"], saved["queries_per_source"], saved["train_settings"]["head"])
+            != (args.epochs, args.queries_per_source, head_settings)):
         return [], {}
     rows = [r for r in saved["collections"] if r["name"] not in args.collections]
     return rows, {r["name"]: saved["depth_curves"][r["name"]] for r in rows}
 
 
-def report(rows: list[dict], curves: dict, args: argparse.Namespace) -> Path:
+def report(rows: list[dict], curves: dict, args: argparse.Namespace, head_settings: dict) -> Path:
     """bench/results/transfer_head.json over the collections left out so far, with listcon under the shipped rule
     on the same candidates and queries (bench.transfer's rows)."""
     shipped = {r["name"]: r for r in json.loads((ROOT / "bench" / "results" / "transfer.json").read_text())["hybrid"]["collections"]}
@@ -123,7 +125,7 @@ def report(rows: list[dict], curves: dict, args: argparse.Namespace) -> Path:
     return write_results("transfer_head", {
         "measure": "nDCG@10", "candidates": "hybrid top-1,000", "collections": rows, "summary": summary,
         "depth_curves": curves, "epochs": args.epochs, "queries_per_source": args.queries_per_source,
-        "train_settings": {"val_weighting": "collections", "head": "the demo's ([train.settings.head])"},
+        "train_settings": {"val_weighting": "collections", "head": head_settings},
         "training_data": "the other ten collections' evaluation splits (never the left-out one's queries or passages)"})
 
 
