@@ -9,7 +9,7 @@ ListAttention layers (``model.attention``, the ListConRanker's own layers at wid
 score depend on the whole list. Its logit is ``a * z(prior) + c + cap * tanh(head / cap)``: the prior is a fixed
 ranking z-scored over the list being reranked, ``a`` and ``c`` are learned, the head's output layer starts at
 zero, so the untrained model ranks exactly as its prior, and its part is bounded (``CAP``, as the demo head's
-``head_cap``). Two priors:
+``head_cap`` was when this ran). Two priors:
 
 - ``anchor``: the fallback fusion (the rows LambdaMART-residual of bench/transfer.py start from);
 - ``shipped``: what listcon ranks by on an unlabelled corpus, the z-score fusion ``listcon adapt`` chose on the
@@ -62,7 +62,7 @@ PRIORS = ("anchor", "shipped")
 COLUMNS = [LIST_FEATURES.index(f) for f in LIST_ONLY]
 WIDTH, HEADS, LAYERS, FFN, DROPOUT = 64, 4, 2, 128, 0.1
 BATCH, LR, WEIGHT_DECAY = 16, 1e-3, 0.01
-CAP = 2.0  # the head's logit is bounded, as the demo head's (head_cap): it can reorder only near-ties of the prior
+CAP = 2.0  # the head's logit is bounded, as the demo head's was when this ran (head_cap): it reorders near-ties of the prior
 SHIPPED_RESIDUAL = Learned(LIST_ONLY, True, residual=1.0)  # init score: the shipped prior's z-score
 
 
