@@ -17,7 +17,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from bench.common import RESULTS, print_table
+from bench.common import RESULTS, print_table, run_bench
 from listcon.jobs.runtime import setup_logging
 from listcon.model import ListConRanker, ListConRankerConfig, PruneSchedule
 from listcon.pipeline.data.readers import judged_queries, read_qrels
@@ -98,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

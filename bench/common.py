@@ -1,4 +1,4 @@
-"""Helpers shared by the bench scripts: timing, peak memory, result files."""
+"""Helpers shared by the bench scripts: timing, peak memory, result files, the entry point."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ from typing import Callable
 
 import torch
 
+from listcon.jobs.runtime import native_log_lines_held_back
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_bench(main: Callable[[], None]) -> None:
+    """A bench's ``main`` with Ray's C++ log lines kept off stderr, as the ``listcon`` CLI keeps them (they stay in
+    Ray's driver log): a bench that embeds or reranks through Ray Data otherwise prints its core worker's lines."""
+    with native_log_lines_held_back():
+        main()
 
 
 def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:

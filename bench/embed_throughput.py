@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from bench.common import peak_rss_mib, print_table, write_results
+from bench.common import peak_rss_mib, print_table, run_bench, write_results
 from listcon.jobs.runtime import setup_logging, start_ray
 from listcon.model import default_model_path
 from listcon.jobs.config import EmbedOptions, RayOptions
@@ -116,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -15,7 +15,7 @@ import argparse
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.config import ExtraSource, load_config
 from listcon.jobs.run_job import run
 from listcon.jobs.runtime import setup_logging
@@ -59,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -25,7 +25,7 @@ import torch
 
 from tqdm import tqdm
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.lock import LOCK_FILE
 from listcon.model import ListConRanker, ListConRankerConfig, default_model_path
 
@@ -255,4 +255,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

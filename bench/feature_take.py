@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 import torch
 
-from bench.common import print_table, timed, write_results
+from bench.common import print_table, run_bench, timed, write_results
 from listcon.model import ListConRanker, ListConRankerConfig, iterative_rerank
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.schemas import embedding_schema, vectors_table
@@ -69,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

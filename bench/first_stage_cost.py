@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.config import load_config
 from listcon.model import ListConRanker
 from listcon.pipeline.data.readers import judged_queries
@@ -75,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.config import load_config
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query, without_self
@@ -79,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

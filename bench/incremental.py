@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from bench.common import RESULTS, print_table, write_results
+from bench.common import RESULTS, print_table, run_bench, write_results
 from bench.scale import ENV, ROOT, make_collection
 from listcon.model import ListConRanker, ListConRankerConfig
 from listcon.pipeline.store.ranked_lists import read_ranked, read_trec
@@ -280,4 +280,4 @@ def rerun_a(root: Path, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.pipeline.data.readers import judged_queries, read_corpus
 from listcon.pipeline.evaluation.evaluate import aggregate, per_query
 from listcon.pipeline.retrieval.lexical import LexicalIndex, LexicalSpec
@@ -85,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

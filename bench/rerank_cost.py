@@ -15,7 +15,7 @@ import contextlib
 
 import torch
 
-from bench.common import matmul_gflops, peak_rss_mib, print_table, timed, write_results
+from bench.common import matmul_gflops, peak_rss_mib, print_table, run_bench, timed, write_results
 from listcon.model import ListConRanker, ListConRankerConfig, iterative_rerank
 from listcon.model.ranker import head_flops
 
@@ -80,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.model import ListConRanker, TextEncoder
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
 from listcon.pipeline.store.ranked_lists import candidate_lists, read_ranked, write_ranked, write_trec
@@ -99,4 +99,4 @@ def top10(table: pa.Table, query: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

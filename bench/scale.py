@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 import torch
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
@@ -184,4 +184,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

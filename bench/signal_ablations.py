@@ -19,7 +19,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import RESULTS, print_table
+from bench.common import RESULTS, print_table, run_bench
 from listcon.jobs.config import load_config
 from listcon.jobs.rerank_job import rerank
 from listcon.jobs.runtime import setup_logging
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

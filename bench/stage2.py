@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from bench.transfer import (BASELINES, FUSIONS, _groups, _ordered, collection_config, collection_lists, collection_parser,
                             ranked)
 from listcon.jobs.config import Config, load_config
@@ -221,4 +221,4 @@ def main_job_on(tuned: Config, base: Config, home: Path, demo_workdir: Path) -> 
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 import pyarrow.compute as pc
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.runtime import setup_logging, start_ray
 from listcon.jobs.config import Config, TrainOptions
 from listcon.jobs.train_job import train
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

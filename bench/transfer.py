@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.config import ExtraSource, load_config
 from listcon.jobs.run_job import prepare
 from listcon.jobs.runtime import setup_logging
@@ -403,4 +403,4 @@ def ranked(lists: dict, by: str, model=None, depth: int = 0, spec: Learned | Non
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

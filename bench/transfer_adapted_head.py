@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from bench.transfer import ROOT, collection_config, collection_parser
 from bench.transfer_head import RUN as HEAD_RUN, scored
 from listcon.jobs.adapt_head_job import adapt_head
@@ -116,4 +116,4 @@ def report(rows: list[dict], settings: dict) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

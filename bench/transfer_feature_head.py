@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from bench.transfer import (BASELINES, CHOICES, COLLECTIONS, DEPTHS, FUSIONS, LIST_ONLY, RESIDUAL, RESIDUAL_ROUNDS,
                             SHIPPED, Learned, _groups, _ordered, collection_config, collection_lists,
                             collection_parser, drawn, ranked, train_lambdamart, with_z_fusion)
@@ -244,4 +244,4 @@ def _mean_runs(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

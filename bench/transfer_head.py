@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from bench.transfer import COLLECTIONS, FUSIONS, ROOT, collection_config, collection_lists, collection_parser, ranked
 from listcon.jobs.config import ExtraSource, load_config
 from listcon.jobs.mine_job import mine
@@ -130,4 +130,4 @@ def report(rows: list[dict], curves: dict, args: argparse.Namespace, head_settin
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -19,7 +19,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import print_table, write_results
+from bench.common import print_table, run_bench, write_results
 from listcon.jobs.config import load_config
 from listcon.jobs.evaluate_job import evaluate
 from listcon.jobs.rerank_job import rerank
@@ -91,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)
