@@ -31,7 +31,7 @@ from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import load_config
 from listcon.jobs.rerank_job import rerank
 from listcon.jobs.runtime import setup_logging
-from listcon.model.head_config import checkpoint_fingerprint
+from listcon.model.head_config import CONFIG_FILE, checkpoint_fingerprint
 from listcon.pipeline.evaluation.evaluate import paired_test
 
 RUN = "head-adapted"
@@ -51,7 +51,8 @@ def main() -> None:
     rows = earlier(args.collections, settings, args.out / "heads")
     for name in args.collections:
         head = args.out / "heads" / f"without-{name}"
-        if not (head / "config.json").is_file():
+        checkpoint = head_checkpoint(head)  # adapt leaves its --init head as it is
+        if checkpoint is None:
             print(f"{name}: no head trained without it at {head}; run `python -m bench.transfer_head --collections "
                   f"{name}` first", flush=True)
             continue
@@ -64,7 +65,7 @@ def main() -> None:
         rerank(forced, progress=False)
         values, means, best = scored(target, args.out / name, [HEAD_RUN, RUN])
         history = {h["epoch"]: h for h in result.history}
-        row = {"name": name, "head_checkpoint": checkpoint_fingerprint(head), "queries": len(values[RUN]),
+        row = {"name": name, "head_checkpoint": checkpoint, "queries": len(values[RUN]),
                "best_fusion": best, "fusion": means[best],
                "head": means[HEAD_RUN], "head_delta": means[HEAD_RUN] - means[best],
                "adapted": means[RUN], "adapted_delta": means[RUN] - means[best],
@@ -99,7 +100,7 @@ def earlier(names: list[str], settings: dict, heads: Path) -> list[dict]:
 
 def head_checkpoint(head: Path) -> str | None:
     """The fingerprint of the head saved at ``head``, None where there is none."""
-    return checkpoint_fingerprint(head) if (head / "config.json").is_file() else None
+    return checkpoint_fingerprint(head) if (head / CONFIG_FILE).is_file() else None
 
 
 def report(rows: list[dict], settings: dict) -> Path:

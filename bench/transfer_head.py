@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from listcon.jobs.train_job import train
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 from listcon.pipeline.store.ranked_lists import read_trec
+from listcon.schemas import to_dict
 
 DEPTHS = (20, 100)
 RUN = "head-loco"
@@ -55,7 +56,7 @@ def main() -> None:
         mine(config, config.split)
     settings = replace(base.train.settings, epochs=args.epochs, patience=args.epochs,
                        queries_per_source=args.queries_per_source, val_weighting="collections")
-    head_settings = json.loads(json.dumps(asdict(base.train.settings.head)))  # as the JSON holds them
+    head_settings = to_dict(base.train.settings.head)  # as the JSON holds them
     rows, curves = earlier(args, head_settings)
     for held_out in args.collections:
         others = [name for name in COLLECTIONS if name != held_out]
