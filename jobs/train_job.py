@@ -24,6 +24,7 @@ from listcon.jobs.placement import cluster_nodes, cpus_per_actor, describe
 from listcon.jobs.runtime import log_config, start_ray
 from listcon.model import PruneSchedule
 from listcon.pipeline.store.atomic import write_text
+from listcon.pipeline.store.query_provenance import condensed
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.heads.directory import CHECKPOINTS, MARKER_FILE, RESULT_FILE
 from listcon.pipeline.training.checkpoints import discard_failed, latest_state
@@ -154,7 +155,7 @@ def train(config: Config) -> TrainResult:
                   "extras": [_described(e) for e in extras],
                   "training": [read_provenance(s.work.training(s.split)) for s in [main, *extras]],
                   "num_workers": options.num_workers, "validate_on": options.validate_on}
-    log_config("train", {**provenance, "out": out, "use_gpu": options.use_gpu, "ray": config.ray})
+    log_config("train", {**condensed(provenance), "out": out, "use_gpu": options.use_gpu, "ray": config.ray})
     for source, lists in zip([main, *extras], provenance["training"]):
         if lists is None:
             what = f"[[train.extra]] {source.name!r}" if source.name else "the main collection"

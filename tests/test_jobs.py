@@ -20,6 +20,7 @@ from listcon.model.head_config import CheckpointError
 from listcon.pipeline.data.readers import read_qrels
 from listcon.pipeline.evaluation.evaluate import paired_test
 from listcon.pipeline.store.embedding_cache import EmbeddingCache
+from listcon.pipeline.store.query_provenance import condensed
 from listcon.pipeline.store.ranked_lists import read_provenance
 from listcon.pipeline.store.workdir import Workdir
 from listcon.pipeline.heads.domain import corpus_digest, read_domain
@@ -59,6 +60,11 @@ def test_mine_then_train_on_two_ray_train_workers(adi_work, ray_session, tmp_pat
     with caplog.at_level(logging.INFO):
         assert main(args) == 0
     assert "already holds this training's result" in caplog.text
+    # its config line names the training lists' per-query maps by a digest, not query by query
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train config")]
+    lists = read_provenance(Workdir(adi_work).training("test"))
+    assert json.loads(line.split("): ", 1)[1])["training"] == [condensed(lists)]
+    assert f"{len(lists['candidates']['query_keys'])} queries, sha256 " in line and len(line) < 5000
     caplog.clear()
     # recorded before `signal_input` was retired (its default was on; without signals it changed nothing):
     # the same training, still loadable; a head that relied on it is refused in one line

@@ -27,6 +27,22 @@ def global_part(provenance: dict | None) -> dict | None:
     return None if provenance is None else {k: v for k, v in provenance.items() if k not in PER_QUERY}
 
 
+def condensed(provenance: object) -> object:
+    """``provenance`` with each per-query map (at any depth) replaced by one digest of it and its size: what a
+    log line shows (a table's per-query keys run to hundreds of kilobytes; the digest still tells two apart)."""
+    if isinstance(provenance, list):
+        return [condensed(v) for v in provenance]
+    if not isinstance(provenance, dict):
+        return provenance
+    out = {}
+    for name, value in provenance.items():
+        if name in (QUERY_KEYS, LIST_DIGESTS) and isinstance(value, dict):
+            joined = "\n".join(f"{q}\t{k}" for q, k in sorted(value.items()))
+            value = f"{len(value)} queries, sha256 {hashlib.sha256(joined.encode()).hexdigest()[:16]}"
+        out[name] = condensed(value)
+    return out
+
+
 def text_key(text: str, extra: Iterable[tuple[str, float]] | None = None) -> str:
     """A query's retrieval key: its text's SHA-256, and its external list (ids and scores) where one is given."""
     digest = hashlib.sha256(text.encode("utf-8"))
