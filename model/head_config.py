@@ -59,10 +59,6 @@ class ListConRankerConfig:
     # Bound on the head's contribution to the logit: cap * tanh(b * head / cap), so the learned part can
     # reorder only candidates the prior scores within 2 * cap of each other (None: unbounded).
     head_cap: float | None = option(None, "bound on the learned part's logit (anchors the ranking to the prior)", above=0)
-    # A signal in [0, 1] (e.g. rrf) that scales the capped learned part's upward move, so a candidate the first
-    # stages rank deep can rise by little however the head scores it; downward moves keep the whole cap. The
-    # signal is computed over the whole candidate pool, so it is the same in a training list and in a rerank.
-    cap_rise_by: str | None = option(None, "a signal in [0,1] (e.g. rrf) scaling the learned part's upward move")
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -75,9 +71,6 @@ class ListConRankerConfig:
         if self.head_cap is not None and not (self.first_stage_prior or self.signals):
             raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals; "
                              f"got {self.head_cap}")
-        if self.cap_rise_by is not None and (self.head_cap is None or self.cap_rise_by not in self.signals):
-            raise ValueError(f"cap_rise_by scales the capped learned part by a signal the head takes: it needs head_cap "
-                             f"and a name from signals {list(self.signals)}; got {self.cap_rise_by!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"

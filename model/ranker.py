@@ -147,9 +147,6 @@ class ListConRanker(nn.Module):
             head = self.prior[1] * out
             if self.config.head_cap is not None:
                 head = self.config.head_cap * torch.tanh(head / self.config.head_cap)
-                if self.config.cap_rise_by is not None:
-                    rise = signals[..., self.config.signals.index(self.config.cap_rise_by)].to(head.dtype)
-                    head = torch.where(head > 0, head * rise, head)
             cosine = F.cosine_similarity(query[:, None, :], passages, dim=-1)
             out = self.prior[0] * cosine + head
             if signals is not None:

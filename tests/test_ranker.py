@@ -212,24 +212,3 @@ def test_first_stage_prior_ranks_like_cosine_until_trained():
         model.prior[1] = 1.0  # once b moves, the listwise head changes the scores
         assert not torch.allclose(model(q, p, mask), got)
     assert "prior" not in tiny().state_dict()
-
-
-def test_cap_rise_by_scales_only_the_learned_parts_upward_move_by_that_signal():
-    signals = ("fused", "rrf")
-    capped = tiny(signals=signals, head_cap=1.0)
-    rising = tiny(signals=signals, head_cap=1.0, cap_rise_by="rrf")
-    q, p, mask = batch(b=2, lengths=(30, 30))
-    s = torch.rand(2, 30, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    with torch.no_grad():
-        capped.prior[1] = 3.0  # the learned part well into the cap
-        centre = (capped.logits(q, p, mask, s) - capped.anchored()(q, p, mask, s).logit()).median()
-        capped.score_out.bias -= torch.atanh(centre) / 3.0  # and centred, so that it moves candidates both ways
-        rising.load_state_dict(capped.state_dict())
-        anchor = capped.anchored()(q, p, mask, s).logit()
-        move, rise_move = capped.logits(q, p, mask, s) - anchor, rising.logits(q, p, mask, s) - anchor
-    assert (move > 0.1).any() and (move < -0.1).any()
-    torch.testing.assert_close(rise_move, torch.where(move > 0, move * s[..., 1], move), rtol=0, atol=1e-9)
-    for bad, message in (({"cap_rise_by": "rrf"}, "needs head_cap"), ({"cap_rise_by": "dense", "head_cap": 1.0},
-                                                                         "a name from signals")):
-        with pytest.raises(ValueError, match=f"cap_rise_by .*{message}"):
-            ListConRankerConfig(signals=signals, **bad)
