@@ -11,6 +11,7 @@ different global provenance redoes every query.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,8 +38,8 @@ def condensed(provenance: object) -> object:
     out = {}
     for name, value in provenance.items():
         if name in (QUERY_KEYS, LIST_DIGESTS) and isinstance(value, dict):
-            joined = "\n".join(f"{q}\t{k}" for q, k in sorted(value.items()))
-            value = f"{len(value)} queries, sha256 {hashlib.sha256(joined.encode()).hexdigest()[:16]}"
+            digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+            value = f"{len(value)} queries, sha256 {digest}"
         out[name] = condensed(value)
     return out
 
