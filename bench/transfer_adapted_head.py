@@ -25,16 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, run_bench, write_results
-from bench.transfer import ROOT, collection_config, collection_parser
+from bench.transfer import (ROOT, SHIPPED, adaptation, collection_config, collection_lists, collection_parser,
+                            ranked, with_z_fusion)
 from bench.transfer_head import RUN as HEAD_RUN, scored
 from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import load_config
 from listcon.jobs.rerank_job import rerank
 from listcon.jobs.runtime import setup_logging
 from listcon.model.head_config import CONFIG_FILE, checkpoint_fingerprint
-from listcon.pipeline.evaluation.evaluate import paired_test
+from listcon.pipeline.data.readers import read_qrels
+from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 
 RUN = "head-adapted"
+SUMMED = ("head_delta", "adapted_delta", "adapted_vs_head", "adapted_vs_listcon")  # each row's, summarised
+PSEUDO_QUERIES, SEED, DEPTH = 500, 0, 1000  # bench.transfer's adaptation record: its defaults
 RESULTS = ROOT / "bench" / "results" / "transfer_adapted_head.json"
 
 
@@ -64,6 +68,7 @@ def main() -> None:
                                                 settings=replace(base.rerank.settings, outside_domain="head")))
         rerank(forced, progress=False)
         values, means, best = scored(target, args.out / name, [HEAD_RUN, RUN])
+        listcon = shipped(target, args.out / name)
         history = {h["epoch"]: h for h in result.history}
         row = {"name": name, "head_checkpoint": checkpoint, "queries": len(values[RUN]),
                "best_fusion": best, "fusion": means[best],
@@ -71,6 +76,9 @@ def main() -> None:
                "adapted": means[RUN], "adapted_delta": means[RUN] - means[best],
                "adapted_p": paired_test(values[RUN], values[best]),
                "adapted_vs_head": means[RUN] - means[HEAD_RUN], "adapted_vs_head_p": paired_test(values[RUN], values[HEAD_RUN]),
+               "listcon": float(np.mean(list(listcon.values()))),
+               "adapted_vs_listcon": means[RUN] - float(np.mean(list(listcon.values()))),
+               "adapted_vs_listcon_p": paired_test(values[RUN], listcon),
                "best_epoch": result.best_epoch, "pseudo_before": history[0]["val_ndcg@10"],
                "pseudo_best": result.best_metric,
                "train_seconds": round(sum(h.get("seconds") or 0 for h in result.history), 1)}
@@ -80,14 +88,26 @@ def main() -> None:
               flush=True)
         written = report(rows, settings)  # after every collection: a stopped bench keeps its rows
     print_table(rows, ["name", "queries", "fusion", "head", "head_delta", "adapted", "adapted_delta", "adapted_p",
-                       "adapted_vs_head", "adapted_vs_head_p", "best_epoch", "pseudo_before", "pseudo_best",
+                       "adapted_vs_head", "adapted_vs_head_p", "listcon", "adapted_vs_listcon", "adapted_vs_listcon_p",
+                       "best_epoch", "pseudo_before", "pseudo_best",
                        "train_seconds"])
     print(f"wrote {written}")
 
 
+def shipped(target, out: Path) -> dict[str, float]:
+    """Per-query nDCG@10 of listcon under the shipped rule on a left-out collection's hybrid candidates: ranked by
+    the fusion the corpus's pseudo-queries chose (``bench.transfer``'s record at ``out/adapt.json``, made with its
+    defaults when missing), the fallback anchor where they chose it."""
+    lists = collection_lists(target, out / "hybrid.npz", "hybrid")
+    weight = adaptation(target, out / "adapt.json", PSEUDO_QUERIES, SEED, DEPTH)["rules"][SHIPPED]["dense_weight"]
+    run = ranked(lists, "fallback") if weight is None else ranked(with_z_fusion(lists, weight), "z")
+    return per_query(read_qrels(target.data, target.split), run, ["nDCG@10"])["nDCG@10"]
+
+
 def earlier(names: list[str], settings: dict, heads: Path) -> list[dict]:
     """The rows an earlier run with the same settings wrote for collections not run again now, each kept only while
-    the head it adapted is still the one ``bench.transfer_head`` left at ``heads`` (a retrained head drops its row)."""
+    the head it adapted is still the one ``bench.transfer_head`` left at ``heads`` (a retrained head drops its row)
+    and it has every column this bench summarises (a row from before a column was added is measured again)."""
     if not RESULTS.is_file():
         return []
     saved = json.loads(RESULTS.read_text())
@@ -95,7 +115,8 @@ def earlier(names: list[str], settings: dict, heads: Path) -> list[dict]:
         return []
     return [r for r in saved["collections"] if r["name"] not in names
             and r.get("head_checkpoint") is not None
-            and r["head_checkpoint"] == head_checkpoint(heads / f"without-{r['name']}")]
+            and r["head_checkpoint"] == head_checkpoint(heads / f"without-{r['name']}")
+            and all(key in r for key in SUMMED)]
 
 
 def head_checkpoint(head: Path) -> str | None:
@@ -106,9 +127,9 @@ def head_checkpoint(head: Path) -> str | None:
 def report(rows: list[dict], settings: dict) -> Path:
     """bench/results/transfer_adapted_head.json over the collections so far."""
     summary = {key: {"mean": float(np.mean([r[key] for r in rows])), "worst": float(min(r[key] for r in rows))}
-               for key in ("head_delta", "adapted_delta", "adapted_vs_head")}
+               for key in SUMMED}
     summary["collections"] = len(rows)
-    print("against the better fusion (and adapted against the head):", summary, flush=True)
+    print("against the better fusion (and adapted against the head and the shipped rule):", summary, flush=True)
     return write_results("transfer_adapted_head", {
         "measure": "nDCG@10", "candidates": "hybrid top-1,000", "collections": rows, "summary": summary,
         "settings": settings, "train_settings": "the demo's [train] (list size 20, mining depth 1,000, val_depth 1,000)",
