@@ -133,7 +133,7 @@ def main() -> None:
             runs["anchor"] = ranked(lists[held_out], "fallback")
             weights = {f"adapted-{c}": adapted[held_out]["rules"][c]["dense_weight"] for c in CHOICES}
             for run, weight in weights.items():
-                runs[run] = runs["anchor"] if weight is None else ranked(with_z_fusion(lists[held_out], weight), "z")
+                runs[run] = fused_by(lists[held_out], weight, runs["anchor"])
             runs["listcon"] = runs[f"adapted-{SHIPPED}"]
             oracle = {w: ranked(with_z_fusion(lists[held_out], w), "z") for w in EDGES}
             for learned, spec in learned_rows.items():
@@ -333,6 +333,20 @@ def adaptation(config, cache: Path, count: int, seed: int, k: int) -> dict:
     cache.write_text(json.dumps(result, indent=2) + "\n")
     logging.getLogger("bench.transfer").warning("adapted %s: %s", config.data, result)
     return result
+
+
+def shipped_weight(out: Path, name: str) -> float | None:
+    """The dense weight the shipped rule chose for collection ``name`` on its pseudo-queries (None: the anchor), from
+    the adaptation record this bench left in ``out/name/adapt.json``."""
+    return json.loads((out / name / "adapt.json").read_text())["rules"][SHIPPED]["dense_weight"]
+
+
+def fused_by(lists: dict, dense_weight: float | None, anchor: dict | None = None) -> dict[str, dict[str, float]]:
+    """The run of an adapted fusion choice: the z-score fusion at ``dense_weight``, or the fallback anchor where the
+    choice is the anchor (None; ``anchor``: that run, if already ranked)."""
+    if dense_weight is None:
+        return anchor if anchor is not None else ranked(lists, "fallback")
+    return ranked(with_z_fusion(lists, dense_weight), "z")
 
 
 def with_z_fusion(lists: dict, dense_weight: float) -> dict:

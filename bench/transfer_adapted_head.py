@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, run_bench, write_results
-from bench.transfer import (ROOT, SHIPPED, adaptation, collection_config, collection_lists, collection_parser,
-                            ranked, with_z_fusion)
+from bench.transfer import ROOT, collection_config, collection_lists, collection_parser, fused_by, shipped_weight
 from bench.transfer_head import RUN as HEAD_RUN, scored
 from listcon.jobs.adapt_head_job import adapt_head
 from listcon.jobs.config import load_config
@@ -38,7 +37,6 @@ from listcon.pipeline.evaluation.evaluate import paired_test, per_query
 
 RUN = "head-adapted"
 SUMMED = ("head_delta", "adapted_delta", "adapted_vs_head", "adapted_vs_listcon")  # each row's, summarised
-PSEUDO_QUERIES, SEED, DEPTH = 500, 0, 1000  # bench.transfer's adaptation record: its defaults
 RESULTS = ROOT / "bench" / "results" / "transfer_adapted_head.json"
 
 
@@ -68,7 +66,8 @@ def main() -> None:
                                                 settings=replace(base.rerank.settings, outside_domain="head")))
         rerank(forced, progress=False)
         values, means, best = scored(target, args.out / name, [HEAD_RUN, RUN])
-        listcon = shipped(target, args.out / name)
+        listcon = shipped(target, args.out, name)
+        listcon_mean = float(np.mean(list(listcon.values())))
         history = {h["epoch"]: h for h in result.history}
         row = {"name": name, "head_checkpoint": checkpoint, "queries": len(values[RUN]),
                "best_fusion": best, "fusion": means[best],
@@ -76,8 +75,7 @@ def main() -> None:
                "adapted": means[RUN], "adapted_delta": means[RUN] - means[best],
                "adapted_p": paired_test(values[RUN], values[best]),
                "adapted_vs_head": means[RUN] - means[HEAD_RUN], "adapted_vs_head_p": paired_test(values[RUN], values[HEAD_RUN]),
-               "listcon": float(np.mean(list(listcon.values()))),
-               "adapted_vs_listcon": means[RUN] - float(np.mean(list(listcon.values()))),
+               "listcon": listcon_mean, "adapted_vs_listcon": means[RUN] - listcon_mean,
                "adapted_vs_listcon_p": paired_test(values[RUN], listcon),
                "best_epoch": result.best_epoch, "pseudo_before": history[0]["val_ndcg@10"],
                "pseudo_best": result.best_metric,
@@ -94,13 +92,10 @@ def main() -> None:
     print(f"wrote {written}")
 
 
-def shipped(target, out: Path) -> dict[str, float]:
-    """Per-query nDCG@10 of listcon under the shipped rule on a left-out collection's hybrid candidates: ranked by
-    the fusion the corpus's pseudo-queries chose (``bench.transfer``'s record at ``out/adapt.json``, made with its
-    defaults when missing), the fallback anchor where they chose it."""
-    lists = collection_lists(target, out / "hybrid.npz", "hybrid")
-    weight = adaptation(target, out / "adapt.json", PSEUDO_QUERIES, SEED, DEPTH)["rules"][SHIPPED]["dense_weight"]
-    run = ranked(lists, "fallback") if weight is None else ranked(with_z_fusion(lists, weight), "z")
+def shipped(target, out: Path, name: str) -> dict[str, float]:
+    """Per-query nDCG@10 of listcon under the shipped rule on left-out collection ``name``'s hybrid candidates: ranked
+    by the fusion its pseudo-queries chose (``bench.transfer``'s adaptation record; run that bench first)."""
+    run = fused_by(collection_lists(target, out / name / "hybrid.npz", "hybrid"), shipped_weight(out, name))
     return per_query(read_qrels(target.data, target.split), run, ["nDCG@10"])["nDCG@10"]
 
 

@@ -46,7 +46,7 @@ import torch.nn as nn
 from bench.common import print_table, run_bench, write_results
 from bench.transfer import (BASELINES, CHOICES, COLLECTIONS, DEPTHS, FUSIONS, LIST_ONLY, RESIDUAL, RESIDUAL_ROUNDS,
                             SHIPPED, Learned, _groups, _ordered, collection_config, collection_lists,
-                            collection_parser, drawn, ranked, train_lambdamart, with_z_fusion)
+                            collection_parser, drawn, ranked, shipped_weight, train_lambdamart, with_z_fusion)
 from listcon.jobs.config import load_config
 from listcon.jobs.runtime import setup_logging
 from listcon.model.attention import attention_mask
@@ -161,7 +161,7 @@ def main() -> None:
     torch.set_num_threads(2)
     base = load_config(args.config)
     configs = {name: collection_config(base, name, args.out) for name in COLLECTIONS}
-    adapted = {name: json.loads((args.out / name / "adapt.json").read_text())["rules"][SHIPPED]["dense_weight"]
+    adapted = {name: shipped_weight(args.out, name)
                for name in COLLECTIONS}
     report = {"measure": "nDCG@10", "features": list(LIST_ONLY), "priors": list(PRIORS), "shipped_rule": SHIPPED,
               "adapted_dense_weights": adapted,
