@@ -16,7 +16,7 @@ is below that fusion by more than 0.005.
 Reported per collection: the pseudo-query means (head, shipped fusion; that fusion's mean as `listcon adapt`
 recorded it, a check that the two pseudo-query lists agree), the gate, and on the judged queries the head
 against listcon and the gated ranking against the better fusion (paired t-test p), plus how often the sign of
-the pseudo-query difference matches the judged one.
+the pseudo-query difference matches the judged one and their rank correlation over the collections (Spearman).
 
     python -m bench.transfer_head_gate [--collections adi ...]
 
@@ -31,6 +31,7 @@ import logging
 from dataclasses import replace
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from bench.common import print_table, run_bench, write_results
 from bench.transfer import collection_config, collection_lists, collection_parser, fused_by, shipped_weight, SHIPPED
@@ -91,6 +92,7 @@ def main() -> None:
                for key in ("listcon_delta", "gated_delta")}
     summary["gate_on"] = [r["name"] for r in rows if r["gate"]]
     summary["sign_agreement"] = sum((r["pseudo_delta"] > 0) == (r["head_vs_listcon"] > 0) for r in rows)
+    summary["spearman"] = float(spearmanr([r["pseudo_delta"] for r in rows], [r["head_vs_listcon"] for r in rows])[0])
     summary["collections"] = len(rows)
     summary["ships"] = (summary["gated_delta"]["mean"] > summary["listcon_delta"]["mean"]
                         and summary["gated_delta"]["worst"] >= BAR)
