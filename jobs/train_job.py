@@ -32,7 +32,7 @@ from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.settings import settings_as_now
 from listcon.pipeline.heads.domain import DOMAIN_FILE, corpus_digest, write_domain
 from listcon.pipeline.training.loop import (FitResult, TrainSettings, ddp_unused_parameters, domain_verdicts, fit,
-                                            starts_as_anchor)
+                                            records_domain)
 from listcon.schemas import build, to_dict
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def train(config: Config) -> TrainResult:
         if not type(err).__module__.startswith("ray"):
             discard_failed(Path(out))
         raise
-    if starts_as_anchor(settings):
+    if records_domain(settings, result.history):
         _record_domain(Path(out), result, settings, main, extras)
     write_text(result_path, json.dumps({"provenance": provenance, **asdict(result)}, indent=2) + "\n")
     log.info("train: best %.4f at epoch %d -> %s", result.best_metric, result.best_epoch, out)

@@ -162,6 +162,17 @@ def test_adapt_init_fine_tunes_the_head_on_pseudo_queries_from_the_corpus_alone(
         assert main(["adapt", str(data), "--workdir", str(work), *adapt]) == 0
         weights.append((work / "adaptation" / "head" / "model.safetensors").read_bytes())
     assert weights[0] == weights[1]
+    # its domain is the pseudo collection's, never the target's: there the adapted fusion ranks, not its learned part
+    from listcon.pipeline.adaptation.record import adapted_fusion
+    from listcon.pipeline.heads.domain import corpus_digest, read_domain
+    from listcon.pipeline.heads.rule import rerank_rule
+    from listcon.pipeline.store.workdir import Workdir
+
+    tuned = work / "adaptation" / "head"
+    assert list(read_domain(tuned)) == [corpus_digest(Workdir(work / "adaptation" / "work"))]
+    rule = rerank_rule(ListConRanker.from_pretrained(tuned).config, tuned, Workdir(work))
+    assert not rule.learned and rule.fusion == adapted_fusion(Workdir(work))
+    assert rerank_rule(ListConRanker.from_pretrained(tuned).config, tuned, Workdir(work), outside_domain="head").learned
     result = json.loads((work / "adaptation" / "head" / "train_result.json").read_text())
     assert result["provenance"]["settings"]["init"] == str(tmp_path / "head")
     assert [h["epoch"] for h in result["history"]] == [0, 1, 2]

@@ -20,7 +20,7 @@ from listcon.model import ListConRankerConfig, PruneSchedule
 from listcon.pipeline.heads.features import head_encoder
 from listcon.pipeline.training.data import Source, load_training
 from listcon.pipeline.training.features import CachedFeatures, EncodedFeatures, Lists, Validation
-from listcon.pipeline.training.loop import TrainSettings, domain_verdicts, fit, gated, starts_as_anchor
+from listcon.pipeline.training.loop import TrainSettings, domain_verdicts, fit, gated, records_domain, starts_as_anchor
 from listcon.schemas import CANDIDATES, QRELS, TRAINING_LISTS
 
 HEAD = ListConRankerConfig(hidden_size=16, num_heads=2, ffn_size=32, num_layers=1)
@@ -330,3 +330,27 @@ def test_each_collection_gives_at_most_its_share_of_training_queries_drawn_by_se
     kept = {q: (p, l) for q, p, l in zip(whole.lists.query_ids, whole.lists.passages, whole.lists.labels)}
     assert all(kept[q] == (p, l) for q, p, l in zip(capped.lists.query_ids, capped.lists.passages, capped.lists.labels))
     assert capped.validation.lists == whole.validation.lists  # only training is capped
+
+
+def test_a_head_fine_tuned_from_another_is_judged_against_its_anchor_ranked_apart(tmp_path):
+    """Fine-tuning (``init``) starts from a trained head, so epoch 0 is not the anchor: the anchor is ranked on the
+    held-out queries apart, and equals epoch 0 of the training from scratch (which ranks exactly as its anchor).
+    The domain's verdicts are against it, so the fine-tuned head keeps a domain, even where epoch 0 stays best."""
+    train, validation, features = synthetic()
+    prior = settings(epochs=4, head=replace(HEAD, first_stage_prior=True))
+    start = fit(train, validation, features, prior, tmp_path / "start", schedule=SCHEDULE)
+    assert start.best_epoch > 0 and "anchor_queries" not in start.history[0]
+    for lr, out in ((1e-3, "tuned"), (0.0, "unchanged")):
+        tuned = fit(train, validation, features, replace(prior, epochs=1, lr=lr, init=str(tmp_path / "start")),
+                    tmp_path / out, schedule=SCHEDULE)
+        assert tuned.history[0]["anchor_queries"] == start.history[0]["val_queries"]
+        assert tuned.history[0]["val_queries"] == start.history[start.best_epoch]["val_queries"]
+        assert records_domain(replace(prior, init="start"), tuned.history) and not records_domain(
+            replace(prior, init="start"), start.history[1:])
+        verdict = domain_verdicts(tuned.history, tuned.best_epoch, alpha=1.0)["main"]  # 20 queries: any gain
+        anchor, best = (start.history[0]["val_queries"]["main"],
+                        tuned.history[tuned.best_epoch]["val_queries"]["main"])
+        assert verdict["anchor"] == pytest.approx(np.mean(list(anchor.values())))
+        assert verdict["head"] == pytest.approx(np.mean(list(best.values())))
+        assert verdict["learned_helps"] == (np.mean(list(best.values())) > np.mean(list(anchor.values())))
+    assert tuned.best_epoch == 0 and verdict["learned_helps"]  # lr 0: the head as given, its learned part kept

@@ -20,8 +20,9 @@ class AdaptSettings:
     rule: str = choice("one-se", RULES, "one-se: of the fusions within one standard error of the best on the "
                        "pseudo-queries, the nearest the anchor; significant: the best where it beats the anchor "
                        "with paired p < 0.05")
-    init: str | None = option(None, "also fine-tune this head on the pseudo-queries, into W/adaptation/head (it has no "
-                              "domain: rerank applies its learned part only with outside_domain = \"head\")")
+    init: str | None = option(None, "also fine-tune this head on the pseudo-queries, into W/adaptation/head (its "
+                              "domain is the pseudo collection's, not the corpus's: rerank applies its learned part "
+                              "here only with outside_domain = \"head\")")
     epochs: int = option(3, "most epochs of that fine-tuning (its own held-out pseudo-queries pick the epoch, the "
                          "head as given included)", at_least=1)
     lr: float = option(3e-4, "learning rate of that fine-tuning", above=0)

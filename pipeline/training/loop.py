@@ -112,17 +112,18 @@ def gated(by_collection: dict[str, float], anchor: dict[str, float] | None,
 
 def domain_verdicts(history: list[dict], best_epoch: int, alpha: float = 0.05) -> dict[str, dict]:
     """Per validated collection: ``{"learned_helps", "anchor", "head", "p"}``. The learned part helps
-    where the best epoch's head beat the anchor (epoch 0) on that collection's held-out queries, by a
-    one-sided paired t-test with ``p < alpha`` (a mean gain has p < 0.5, so 1 takes any gain);
-    ``head`` and ``p`` are None where the best epoch was not validated."""
+    where the best epoch's head beat the anchor (epoch 0, or the anchor a fine-tuning ranked apart) on that
+    collection's held-out queries, by a one-sided paired t-test with ``p < alpha`` (a mean gain has p < 0.5,
+    so 1 takes any gain); ``head`` and ``p`` are None where the best epoch was not validated."""
     by_epoch = {r["epoch"]: r.get("val_queries") or {} for r in history}
-    anchor, best = by_epoch.get(0, {}), by_epoch.get(best_epoch, {})
+    apart = next((r["anchor_queries"] for r in history if r["epoch"] == 0 and "anchor_queries" in r), None)
+    anchor, best = apart if apart is not None else by_epoch.get(0, {}), by_epoch.get(best_epoch, {})
     anchor_means, best_means = means(anchor), means(best)
     verdicts = {}
     for name, values in anchor.items():
         head = best.get(name)
         helps, p = beats(head, values, alpha) if head is not None else (False, None)
-        verdicts[name] = {"learned_helps": best_epoch > 0 and helps, "anchor": anchor_means[name],
+        verdicts[name] = {"learned_helps": (best_epoch > 0 or apart is not None) and helps, "anchor": anchor_means[name],
                           "head": best_means.get(name), "p": p}
     return verdicts
 
@@ -138,6 +139,16 @@ def starts_as_anchor(settings: TrainSettings) -> bool:
     """Whether the untrained head ranks exactly like its anchor fusion (a prior, no init checkpoint):
     then epoch 0 is the anchor, validation is gated against it, and the head has a domain."""
     return not settings.init and bool(settings.head.signals or settings.head.first_stage_prior)
+
+
+def records_domain(settings: TrainSettings, history: list[dict]) -> bool:
+    """Whether a training's head gets a domain: it started as its anchor, or it was fine-tuned from a head with a
+    prior (whose anchor was then ranked on the held-out queries apart, ``anchor_queries``)."""
+    return starts_as_anchor(settings) or any("anchor_queries" in r for r in history if r["epoch"] == 0)
+
+
+def _has_prior(head: ListConRanker) -> bool:
+    return bool(head.config.signals or head.config.first_stage_prior)
 
 
 def ddp_unused_parameters(settings: TrainSettings) -> bool:
@@ -204,6 +215,11 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
         state["history"].append({"epoch": 0, "loss": None, "val_ndcg@10": state["best_metric"],
                                  "val_by_collection": by_collection, "val_queries": per_query_values, "steps": 0,
                                  "train_seconds": 0.0, "seconds": 0.0})
+        if settings.init and _has_prior(head):
+            # fine-tuning a head: epoch 0 is that head, so its anchor, the yardstick of the domain, is ranked apart
+            yardstick = ListScorer(head.anchored(), schedule, precision, device)
+            state["history"][0]["anchor_queries"] = validate_by_collection(yardstick, features, validation,
+                                                                           settings.val_depth)
         if rank == 0:
             save_best(out_dir, head, encoder, to_dict(settings), encoder_info)
         log.info("train: before training, validation %.4f", state["best_metric"])
