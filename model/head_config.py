@@ -68,13 +68,18 @@ class ListConRankerConfig:
             raise ValueError(f"signals must be distinct names from {SIGNALS}; got {list(self.signals)}")
         if self.anchor:
             check_anchor(self.anchor, self.signals)
-        if self.head_cap is not None and not (self.first_stage_prior or self.signals):
+        if self.head_cap is not None and not self.has_prior:
             raise ValueError(f"head_cap bounds the head against a prior: it needs first_stage_prior or signals; "
                              f"got {self.head_cap}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"
             )
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether the head scores through a prior (signals, or the first stage's cosine): an anchor to fall back to."""
+        return bool(self.first_stage_prior or self.signals)
 
     @property
     def anchor_weights(self) -> dict[str, float]:

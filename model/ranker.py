@@ -102,7 +102,7 @@ class ListConRanker(nn.Module):
             self.score_list = nn.Linear(2 * w, w)  # W3
         branches = 2 if config.features == "fused" else 1
         self.score_out = nn.Linear(branches * w, 1)  # W1
-        if config.first_stage_prior or config.signals:
+        if config.has_prior:
             # a (cosine), b (head logit); with signals the prior starts on the anchor instead of the cosine
             self.prior = nn.Parameter(self.initial_prior()[0])
         if config.signals:

@@ -116,7 +116,7 @@ def domain_verdicts(history: list[dict], best_epoch: int, alpha: float = 0.05) -
     collection's held-out queries, by a one-sided paired t-test with ``p < alpha`` (a mean gain has p < 0.5,
     so 1 takes any gain); ``head`` and ``p`` are None where the best epoch was not validated."""
     by_epoch = {r["epoch"]: r.get("val_queries") or {} for r in history}
-    apart = next((r["anchor_queries"] for r in history if r["epoch"] == 0 and "anchor_queries" in r), None)
+    apart = anchor_apart(history)
     anchor, best = apart if apart is not None else by_epoch.get(0, {}), by_epoch.get(best_epoch, {})
     anchor_means, best_means = means(anchor), means(best)
     verdicts = {}
@@ -138,17 +138,19 @@ def beats(head: dict[str, float], anchor: dict[str, float], alpha: float) -> tup
 def starts_as_anchor(settings: TrainSettings) -> bool:
     """Whether the untrained head ranks exactly like its anchor fusion (a prior, no init checkpoint):
     then epoch 0 is the anchor, validation is gated against it, and the head has a domain."""
-    return not settings.init and bool(settings.head.signals or settings.head.first_stage_prior)
+    return not settings.init and settings.head.has_prior
+
+
+def anchor_apart(history: list[dict]) -> dict[str, dict[str, float]] | None:
+    """The anchor's held-out values a fine-tuning ranked apart (epoch 0's ``anchor_queries``), None for a training
+    whose epoch 0 is the anchor itself or that had no prior."""
+    return next((r["anchor_queries"] for r in history if r["epoch"] == 0 and "anchor_queries" in r), None)
 
 
 def records_domain(settings: TrainSettings, history: list[dict]) -> bool:
     """Whether a training's head gets a domain: it started as its anchor, or it was fine-tuned from a head with a
-    prior (whose anchor was then ranked on the held-out queries apart, ``anchor_queries``)."""
-    return starts_as_anchor(settings) or any("anchor_queries" in r for r in history if r["epoch"] == 0)
-
-
-def _has_prior(head: ListConRanker) -> bool:
-    return bool(head.config.signals or head.config.first_stage_prior)
+    prior (whose anchor was then ranked on the held-out queries apart)."""
+    return starts_as_anchor(settings) or anchor_apart(history) is not None
 
 
 def ddp_unused_parameters(settings: TrainSettings) -> bool:
@@ -215,7 +217,7 @@ def _fit(lists: Lists, validation: Validation | None, features, settings: TrainS
         state["history"].append({"epoch": 0, "loss": None, "val_ndcg@10": state["best_metric"],
                                  "val_by_collection": by_collection, "val_queries": per_query_values, "steps": 0,
                                  "train_seconds": 0.0, "seconds": 0.0})
-        if settings.init and _has_prior(head):
+        if settings.init and head.config.has_prior:
             # fine-tuning a head: epoch 0 is that head, so its anchor, the yardstick of the domain, is ranked apart
             yardstick = ListScorer(head.anchored(), schedule, precision, device)
             state["history"][0]["anchor_queries"] = validate_by_collection(yardstick, features, validation,
