@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from bench.common import print_table, run_bench, write_results
 from bench.transfer import (CHOICES, COLLECTIONS, DATA, FUSIONS, SHIPPED, collection_config, collection_lists,
@@ -45,13 +45,8 @@ FIXED = {"rrf": "rrf", "convex": "fused", "anchor": "fallback"}
 def other_splits(name: str) -> list[str]:
     """The judged splits of collection ``name`` other than the one ``bench.transfer`` evaluates, of at most
     ``MAX_QUERIES`` judged queries."""
-    return sorted(p.stem for p in (DATA / name / "qrels").glob("*.tsv")
-                  if p.stem != COLLECTIONS[name] and _judged(p) <= MAX_QUERIES)
-
-
-def _judged(qrels: Path) -> int:
-    """How many queries a BEIR qrels file judges (its header line aside)."""
-    return len({line.split("\t", 1)[0] for line in qrels.read_text().splitlines()[1:] if line.strip()})
+    return sorted(p.stem for p in (DATA / name / "qrels").glob("*.tsv") if p.stem != COLLECTIONS[name]
+                  and pc.count_distinct(read_qrels(DATA / name, p.stem)["query_id"]).as_py() <= MAX_QUERIES)
 
 
 def main() -> None:
